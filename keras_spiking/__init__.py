@@ -1,0 +1,12 @@
+"""keras_spiking: spiking neural networks for Keras 3 / TensorFlow."""
+
+from importlib import metadata as _metadata
+
+try:
+    __version__ = _metadata.version("keras-snn")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+from keras_spiking import cells, dynamics, layers, scan, surrogates  # noqa: E402
+
+__all__ = ["cells", "dynamics", "layers", "scan", "surrogates", "__version__"]

@@ -1,0 +1,318 @@
+"""Keras 3 RNN cells for the neuron models (one time step each).
+
+The cells meet the ``keras.layers.RNN`` contract (``state_size``, ``output_size``,
+``call(inputs, states)``, ``get_initial_state(batch_size)``), so they can be wrapped in
+``keras.layers.RNN`` or used to build custom loops. The sequence layers in
+:mod:`keras_spiking.layers` own one of these cells for their weights and run the whole
+sequence with a fused scan instead (much faster); both give the same numbers.
+
+Units: time constants in seconds, ``dt`` in seconds (default 1 ms); membrane potentials and
+currents in units where the threshold is ``threshold`` (default 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_spiking import _validation, dynamics, surrogates
+
+MIN_TAU_FRACTION_OF_DT = 1e-2
+"""Trainable time constants are clipped below at this fraction of ``dt`` inside the dynamics."""
+
+
+class NeuronCell(keras.layers.Layer):
+    """Shared weights and parameters of the neuron cells (abstract).
+
+    Args:
+        units: number of neurons.
+        threshold: firing threshold ``theta`` > 0.
+        reset: "subtract" (``v -= theta`` after a spike) or "zero" (``v = 0``).
+        surrogate: surrogate gradient: a name from ``keras_spiking.surrogates.available()``,
+            a config dict, a ``Surrogate`` or a callable ``fn(x) -> dS/dx``.
+        detach_reset: stop the gradient through the reset term.
+        dt: simulation step in seconds (default 1 ms).
+        recurrent: add recurrent weights from the population's own spikes.
+        use_bias: add a constant input current per neuron.
+        train_time_constants: make the time constants trainable, one per neuron.
+        kernel_initializer, recurrent_initializer, bias_initializer: Keras initializers.
+        kernel_regularizer, recurrent_regularizer, bias_regularizer: Keras regularizers.
+    """
+
+    time_constant_names: tuple[str, ...] = ()
+    spiking = True
+
+    def __init__(
+        self,
+        units: int,
+        *,
+        threshold: float = 1.0,
+        reset: str = "subtract",
+        surrogate="fast_sigmoid",
+        detach_reset: bool = True,
+        dt: float = dynamics.DEFAULT_DT,
+        recurrent: bool = False,
+        use_bias: bool = False,
+        train_time_constants: bool = False,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        owner = type(self).__name__
+        self.units = _validation.positive_int("units", units, owner)
+        self.threshold = _validation.positive_number("threshold", threshold, owner)
+        self.reset = _validation.one_of("reset", reset, dynamics.RESET_MODES, owner)
+        self.surrogate = surrogates.get(surrogate)
+        self.detach_reset = bool(detach_reset)
+        self.dt = _validation.positive_number("dt", dt, owner)
+        self.recurrent = bool(recurrent)
+        self.use_bias = bool(use_bias)
+        self.train_time_constants = bool(train_time_constants)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.output_size = self.units
+
+    def _set_time_constants(self, values: dict[str, Any]) -> None:
+        owner = type(self).__name__
+        for name, value in values.items():
+            setattr(self, name, _validation.time_constant(name, value, self.units, owner))
+
+    def build(self, input_shape):
+        input_dim = input_shape[-1]
+        if input_dim is None:
+            raise ValueError(
+                f"{type(self).__name__}: the last (feature) axis of the input must be known, "
+                f"got input shape {input_shape}"
+            )
+        self.kernel = self.add_weight(
+            shape=(input_dim, self.units), initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer, name="kernel",
+        )
+        self.recurrent_kernel = None
+        if self.recurrent:
+            self.recurrent_kernel = self.add_weight(
+                shape=(self.units, self.units), initializer=self.recurrent_initializer,
+                regularizer=self.recurrent_regularizer, name="recurrent_kernel",
+            )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                shape=(self.units,), initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer, name="bias",
+            )
+        self._tau_variables = {}
+        if self.train_time_constants:
+            for name in self.time_constant_names:
+                init = np.broadcast_to(np.asarray(getattr(self, name)), (self.units,))
+                self._tau_variables[name] = self.add_weight(
+                    shape=(self.units,), initializer=keras.initializers.Constant(init),
+                    name=name,
+                )
+        self.built = True
+
+    def decay(self, name: str) -> tf.Tensor:
+        """Per-neuron decay per step ``exp(-dt / tau)`` of time constant ``name``, shape [units]."""
+        dtype = self.compute_dtype
+        if name in self._tau_variables:
+            tau = tf.maximum(
+                tf.cast(self._tau_variables[name], dtype), MIN_TAU_FRACTION_OF_DT * self.dt
+            )
+            return tf.exp(-self.dt / tau)
+        tau = np.broadcast_to(np.asarray(getattr(self, name), dtype="float64"), (self.units,))
+        return tf.constant(np.exp(-self.dt / tau), dtype=dtype)
+
+    def input_current(self, inputs):
+        """Feed-forward synaptic input ``inputs @ kernel (+ bias)``, over the last axis."""
+        kernel = tf.cast(self.kernel, inputs.dtype)
+        if inputs.shape.rank == 2:
+            current = tf.matmul(inputs, kernel)
+        else:
+            flat = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
+            current = tf.reshape(
+                tf.matmul(flat, kernel), tf.concat([tf.shape(inputs)[:-1], [self.units]], 0)
+            )
+        if self.bias is not None:
+            current = current + tf.cast(self.bias, inputs.dtype)
+        return current
+
+    def recurrent_weights(self):
+        """The recurrent kernel in the compute dtype, or None."""
+        if self.recurrent_kernel is None:
+            return None
+        return tf.cast(self.recurrent_kernel, self.compute_dtype)
+
+    def get_initial_state(self, batch_size=None):
+        """Zero states, one [batch, units] tensor per entry of ``state_size``."""
+        return [
+            tf.zeros([batch_size, size], dtype=self.compute_dtype) for size in self.state_size
+        ]
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                "threshold": self.threshold,
+                "reset": self.reset,
+                "surrogate": surrogates.serialize(self.surrogate),
+                "detach_reset": self.detach_reset,
+                "dt": self.dt,
+                "recurrent": self.recurrent,
+                "use_bias": self.use_bias,
+                "train_time_constants": self.train_time_constants,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "recurrent_regularizer": keras.regularizers.serialize(self.recurrent_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+            }
+        )
+        for name in self.time_constant_names:
+            value = getattr(self, name)
+            config[name] = list(value) if isinstance(value, tuple) else value
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_spiking")
+class LIFCell(NeuronCell):
+    """Leaky integrate-and-fire cell, one time step.
+
+    .. math::
+        u[t] &= \\beta\\, v[t-1] + x[t] W + S[t-1] R + b \\\\
+        S[t] &= H(u[t] - \\theta) \\\\
+        v[t] &= u[t] - \\theta S[t] \\;\\text{(subtract)} \\quad\\text{or}\\quad u[t](1 - S[t])
+
+    with ``beta = exp(-dt / tau_mem)``; ``R`` only if ``recurrent``, ``b`` only if ``use_bias``.
+    See :func:`keras_spiking.dynamics.lif_step`.
+
+    Args:
+        units: number of neurons.
+        tau_mem: membrane time constant in seconds (float, or a list of ``units`` values),
+            default 20 ms.
+        **kwargs: the shared options of :class:`NeuronCell` (threshold, reset, surrogate,
+            detach_reset, dt, recurrent, use_bias, train_time_constants, initializers, ...).
+
+    Call arguments:
+        inputs: [batch, features] input of one step.
+        states: ``[v, S]``, each [batch, units].
+
+    Returns:
+        ``(spikes [batch, units], [v, S])``.
+    """
+
+    time_constant_names = ("tau_mem",)
+
+    def __init__(self, units: int, tau_mem=20e-3, **kwargs):
+        super().__init__(units, **kwargs)
+        self._set_time_constants({"tau_mem": tau_mem})
+        self.state_size = [self.units, self.units]
+
+    def call(self, inputs, states, training=None):
+        spikes, state = dynamics.lif_step(
+            dynamics.LIFState(*states), self.input_current(inputs), beta=self.decay("tau_mem"),
+            threshold=self.threshold, spike_fn=self.surrogate, reset=self.reset,
+            detach_reset=self.detach_reset, recurrent_kernel=self.recurrent_weights(),
+        )
+        return spikes, list(state)
+
+
+@keras.saving.register_keras_serializable(package="keras_spiking")
+class CubaLIFCell(NeuronCell):
+    """Current-based LIF cell (Neftci, Mostafa & Zenke 2019, eqs. 2-5), one time step.
+
+    .. math::
+        S[n] &= H(U[n] - \\theta) \\\\
+        I[n+1] &= \\alpha I[n] + x[n] W + S[n] V + b \\\\
+        U[n+1] &= \\beta U[n] + I[n] - \\theta S[n]
+
+    with ``alpha = exp(-dt / tau_syn)``, ``beta = exp(-dt / tau_mem)`` (reset to zero:
+    ``U[n+1] = (beta U[n] + I[n]) (1 - S[n])``). An input reaches the spikes two steps later.
+    See :func:`keras_spiking.dynamics.cuba_lif_step`.
+
+    Args:
+        units: number of neurons.
+        tau_syn: synaptic time constant in seconds (default 5 ms), float or per neuron.
+        tau_mem: membrane time constant in seconds (default 10 ms), float or per neuron.
+        **kwargs: the shared options of :class:`NeuronCell`.
+
+    Call arguments:
+        inputs: [batch, features] input of one step.
+        states: ``[I, U]``, each [batch, units].
+
+    Returns:
+        ``(spikes [batch, units], [I, U])``.
+    """
+
+    time_constant_names = ("tau_syn", "tau_mem")
+
+    def __init__(self, units: int, tau_syn=5e-3, tau_mem=10e-3, **kwargs):
+        super().__init__(units, **kwargs)
+        self._set_time_constants({"tau_syn": tau_syn, "tau_mem": tau_mem})
+        self.state_size = [self.units, self.units]
+
+    def call(self, inputs, states, training=None):
+        spikes, state = dynamics.cuba_lif_step(
+            dynamics.CubaLIFState(*states), self.input_current(inputs),
+            alpha=self.decay("tau_syn"), beta=self.decay("tau_mem"), threshold=self.threshold,
+            spike_fn=self.surrogate, reset=self.reset, detach_reset=self.detach_reset,
+            recurrent_kernel=self.recurrent_weights(),
+        )
+        return spikes, list(state)
+
+
+@keras.saving.register_keras_serializable(package="keras_spiking")
+class LICell(NeuronCell):
+    """Non-spiking leaky-integrator readout cell, one time step.
+
+    .. math::  v[t] = \\beta\\, v[t-1] + x[t] W + b, \\qquad \\beta = e^{-dt/\\tau_{mem}}
+
+    Args:
+        units: number of outputs.
+        tau_mem: time constant in seconds (default 20 ms), float or per neuron.
+        dt: simulation step in seconds.
+        use_bias: add a bias current.
+        train_time_constants: make ``tau_mem`` trainable per neuron.
+        kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer: as in Dense.
+
+    Call arguments:
+        inputs: [batch, features] input of one step.
+        states: ``[v]``, [batch, units].
+
+    Returns:
+        ``(v [batch, units], [v])``.
+    """
+
+    time_constant_names = ("tau_mem",)
+    spiking = False
+
+    def __init__(self, units: int, tau_mem=20e-3, **kwargs):
+        for name in ("threshold", "reset", "surrogate", "detach_reset", "recurrent"):
+            if name in kwargs:
+                raise TypeError(f"{type(self).__name__} does not spike: `{name}` is not an option")
+        super().__init__(units, **kwargs)
+        self._set_time_constants({"tau_mem": tau_mem})
+        self.state_size = [self.units]
+
+    def call(self, inputs, states, training=None):
+        v = dynamics.li_step(states[0], self.input_current(inputs), beta=self.decay("tau_mem"))
+        return v, [v]
+
+    def get_config(self):
+        config = super().get_config()
+        for name in ("threshold", "reset", "surrogate", "detach_reset", "recurrent",
+                     "recurrent_initializer", "recurrent_regularizer"):
+            config.pop(name)
+        return config

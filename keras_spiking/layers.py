@@ -1,0 +1,303 @@
+"""Spiking sequence layers over ``[batch, time, features]`` inputs.
+
+Each layer owns a cell from :mod:`keras_spiking.cells` (its weights and parameters), computes the
+feed-forward synaptic input of every time step in one matmul, and runs only the neuron state
+through time with a fused scan (:mod:`keras_spiking.scan`, XLA-compiled, hand-written BPTT).
+The numbers equal ``keras.layers.RNN(cell)`` step by step; the fused path is much faster.
+
+Example::
+
+    model = keras.Sequential([
+        keras.Input((100, 700)),
+        keras_spiking.layers.LIF(256, surrogate="fast_sigmoid"),
+        keras_spiking.layers.LI(20),
+    ])
+    model.compile("adam", keras_spiking.losses.MaxMembraneCrossEntropy())
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from keras_spiking import cells, scan
+
+
+class SpikingSequence(keras.layers.Layer):
+    """Base of the sequence layers: input checks, states, ``stateful`` streaming (abstract).
+
+    Args:
+        return_sequences: return the output of every step ``[batch, time, units]`` (default)
+            or only of the last step ``[batch, units]``.
+        return_state: also return the final states (a list, as ``keras.layers.RNN`` does).
+        stateful: keep the final states of one call as the initial states of the next (for
+            streaming a long sequence in chunks); needs a fixed batch size. ``reset_states()``
+            sets them back to zero.
+        jit_compile: XLA-compile the time scan (default True; set False where XLA is missing).
+        check_inputs: raise a clear error on NaN or infinite inputs (a cheap check per call).
+        **cell_kwargs: the neuron parameters, passed to the layer's cell.
+
+    Call arguments:
+        inputs: ``[batch, time, features]`` float tensor.
+        initial_state: optional list of ``[batch, units]`` tensors (see the cell's
+            ``state_size``); default zeros, or the stored states when ``stateful``.
+        training: unused (no dropout), accepted for the Keras contract.
+    """
+
+    cell_class: type[cells.NeuronCell] = cells.NeuronCell
+    state_names: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        units: int,
+        *,
+        return_sequences: bool = True,
+        return_state: bool = False,
+        stateful: bool = False,
+        jit_compile: bool = True,
+        check_inputs: bool = True,
+        name: str | None = None,
+        dtype=None,
+        trainable: bool = True,
+        **cell_kwargs,
+    ):
+        super().__init__(name=name, dtype=dtype, trainable=trainable)
+        self.cell = self.cell_class(units, dtype=dtype, name="cell", **cell_kwargs)
+        self.units = self.cell.units
+        self.return_sequences = bool(return_sequences)
+        self.return_state = bool(return_state)
+        self.stateful = bool(stateful)
+        self.jit_compile = bool(jit_compile)
+        self.check_inputs = bool(check_inputs)
+        self.spiking = self.cell.spiking
+        # XLA for the whole train step is slower on CPU than our own XLA scan between plain
+        # TF matmuls, so `compile(jit_compile="auto")` should not pick it for these layers.
+        self.supports_jit = False
+        self.input_spec = keras.layers.InputSpec(ndim=3)
+        self.states = None
+
+    def __getattr__(self, name):
+        # Expose the cell's neuron parameters (tau_mem, threshold, surrogate, ...) on the layer.
+        if not name.startswith("_") and name != "cell" and "cell" in self.__dict__:
+            try:
+                return getattr(self.__dict__["cell"], name)
+            except AttributeError:
+                pass
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs of shape [batch, time, features], got "
+                f"shape {input_shape}"
+            )
+        self.cell.build(input_shape)
+        self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: input_shape[-1]})
+        if self.stateful:
+            if input_shape[0] is None:
+                raise ValueError(
+                    f"{type(self).__name__}(stateful=True) needs a fixed batch size, got input "
+                    f"shape {input_shape}; use keras.Input(shape, batch_size=N)"
+                )
+            self.states = [
+                self.add_weight(shape=(input_shape[0], self.units), initializer="zeros",
+                                trainable=False, name=f"state_{name}")
+                for name in self.state_names
+            ]
+        self.built = True
+
+    def reset_states(self) -> None:
+        """Sets the stored states of a ``stateful`` layer back to zero."""
+        if not self.stateful:
+            raise ValueError(f"{type(self).__name__}: reset_states() needs stateful=True")
+        for state in self.states:
+            state.assign(tf.zeros_like(state))
+
+    def _check(self, inputs):
+        if inputs.shape.rank != 3:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs of shape [batch, time, features], got "
+                f"shape {tuple(inputs.shape)}"
+            )
+        if self.check_inputs:
+            inputs = tf.debugging.assert_all_finite(
+                inputs, f"{type(self).__name__} ({self.name}): inputs contain NaN or inf"
+            )
+        return inputs
+
+    def _initial_states(self, inputs, initial_state):
+        if initial_state is not None:
+            if not isinstance(initial_state, (list, tuple)):
+                initial_state = [initial_state]
+            if len(initial_state) != len(self.state_names):
+                raise ValueError(
+                    f"{type(self).__name__}: `initial_state` must be a list of "
+                    f"{len(self.state_names)} tensors {list(self.state_names)}, got "
+                    f"{len(initial_state)}"
+                )
+            return [tf.cast(s, self.compute_dtype) for s in initial_state]
+        if self.stateful:
+            return [tf.cast(s, self.compute_dtype) for s in self.states]
+        batch = tf.shape(inputs)[0]
+        return [tf.zeros([batch, self.units], self.compute_dtype) for _ in self.state_names]
+
+    def call(self, inputs, initial_state=None, training=None):
+        inputs = self._check(tf.cast(inputs, self.compute_dtype))
+        currents = tf.transpose(self.cell.input_current(inputs), [1, 0, 2])  # time-major
+        outputs, final_states = self._scan(currents, self._initial_states(inputs, initial_state))
+        if self.stateful:
+            for variable, value in zip(self.states, final_states):
+                variable.assign(tf.cast(value, variable.dtype))
+        outputs = tf.transpose(outputs, [1, 0, 2]) if self.return_sequences else outputs[-1]
+        if self.return_state:
+            return [outputs, *final_states]
+        return outputs
+
+    def _scan(self, currents, states):
+        """Runs the neuron model over time-major currents; returns (outputs, final states)."""
+        raise NotImplementedError
+
+    def compute_output_shape(self, inputs_shape, initial_state_shape=None):
+        input_shape = inputs_shape
+        batch, steps = input_shape[0], input_shape[1]
+        output = (batch, steps, self.units) if self.return_sequences else (batch, self.units)
+        if self.return_state:
+            return [output] + [(batch, self.units) for _ in self.state_names]
+        return output
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        cell_config = self.cell.get_config()
+        for key in ("name", "trainable", "dtype"):
+            cell_config.pop(key, None)
+        config.update(cell_config)
+        config.update(
+            {
+                "return_sequences": self.return_sequences,
+                "return_state": self.return_state,
+                "stateful": self.stateful,
+                "jit_compile": self.jit_compile,
+                "check_inputs": self.check_inputs,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_spiking")
+class LIF(SpikingSequence):
+    """Leaky integrate-and-fire neurons over a sequence.
+
+    .. math::
+        u[t] &= \\beta\\, v[t-1] + x[t] W + S[t-1] R + b \\\\
+        S[t] &= H(u[t] - \\theta) \\\\
+        v[t] &= u[t] - \\theta S[t] \\;\\text{(subtract)} \\quad\\text{or}\\quad u[t](1 - S[t])
+        \\;\\text{(zero)}
+
+    with ``beta = exp(-dt / tau_mem)``, ``dt`` in seconds (default 1 ms). ``H`` is the Heaviside
+    step forward and the chosen surrogate derivative backward. States: ``[v, S]``.
+
+    Args:
+        units: number of neurons.
+        tau_mem: membrane time constant in seconds (default 20 ms), float or per neuron.
+        threshold: firing threshold ``theta`` > 0 (default 1).
+        reset: "subtract" (default) or "zero".
+        surrogate: surrogate gradient name, dict, instance or callable (default fast sigmoid).
+        detach_reset: stop the gradient through the reset (default True).
+        dt: simulation step in seconds (default 1e-3).
+        recurrent: add recurrent weights ``R`` (default False).
+        use_bias: add a bias current ``b`` (default False).
+        train_time_constants: learn ``tau_mem`` per neuron (default False).
+        kernel_initializer, recurrent_initializer, bias_initializer, kernel_regularizer,
+        recurrent_regularizer, bias_regularizer: as in ``keras.layers.SimpleRNN``.
+        return_sequences, return_state, stateful, jit_compile, check_inputs: see
+            :class:`SpikingSequence`.
+
+    Call arguments:
+        inputs: ``[batch, time, features]``.
+        initial_state: optional ``[v, S]``.
+
+    Returns:
+        Spikes (0/1) ``[batch, time, units]`` (or ``[batch, units]`` without
+        ``return_sequences``), followed by ``v, S`` if ``return_state``.
+    """
+
+    cell_class = cells.LIFCell
+    state_names = ("v", "s")
+
+    def _scan(self, currents, states):
+        spikes, v, s = scan.lif_scan(
+            currents, states[0], states[1], self.cell.decay("tau_mem"),
+            self.cell.recurrent_weights(), threshold=self.cell.threshold,
+            surrogate=self.cell.surrogate, reset=self.cell.reset,
+            detach_reset=self.cell.detach_reset, jit=self.jit_compile,
+        )
+        return spikes, [v, s]
+
+
+@keras.saving.register_keras_serializable(package="keras_spiking")
+class CubaLIF(SpikingSequence):
+    """Current-based LIF neurons over a sequence (Neftci, Mostafa & Zenke 2019, eqs. 2-5).
+
+    .. math::
+        S[n] &= H(U[n] - \\theta) \\\\
+        I[n+1] &= \\alpha I[n] + x[n] W + S[n] V + b \\\\
+        U[n+1] &= \\beta U[n] + I[n] - \\theta S[n] \\;\\text{(subtract)}
+        \\quad\\text{or}\\quad (\\beta U[n] + I[n])(1 - S[n]) \\;\\text{(zero)}
+
+    with ``alpha = exp(-dt / tau_syn)``, ``beta = exp(-dt / tau_mem)``. An input at step ``n``
+    can make a spike at ``n + 2`` at the earliest. States: ``[I, U]``.
+
+    Args:
+        units: number of neurons.
+        tau_syn: synaptic time constant in seconds (default 5 ms), float or per neuron.
+        tau_mem: membrane time constant in seconds (default 10 ms), float or per neuron.
+        **kwargs: the other options of :class:`LIF`.
+
+    Returns:
+        Spikes ``[batch, time, units]`` (or the last step), then ``I, U`` if ``return_state``.
+    """
+
+    cell_class = cells.CubaLIFCell
+    state_names = ("i", "v")
+
+    def _scan(self, currents, states):
+        spikes, i, v = scan.cuba_lif_scan(
+            currents, states[0], states[1], self.cell.decay("tau_syn"),
+            self.cell.decay("tau_mem"), self.cell.recurrent_weights(),
+            threshold=self.cell.threshold, surrogate=self.cell.surrogate,
+            reset=self.cell.reset, detach_reset=self.cell.detach_reset, jit=self.jit_compile,
+        )
+        return spikes, [i, v]
+
+
+@keras.saving.register_keras_serializable(package="keras_spiking")
+class LI(SpikingSequence):
+    """Non-spiking leaky-integrator readout over a sequence.
+
+    .. math::  v[t] = \\beta\\, v[t-1] + x[t] W + b, \\qquad \\beta = e^{-dt/\\tau_{mem}}
+
+    Use it as the output layer and read the class scores from the membrane with one of the
+    membrane losses (max, last or mean over time). States: ``[v]``.
+
+    Args:
+        units: number of outputs.
+        tau_mem: time constant in seconds (default 20 ms), float or per neuron.
+        dt, use_bias, train_time_constants, initializers, regularizers: as in :class:`LIF`.
+        return_sequences, return_state, stateful, jit_compile, check_inputs: see
+            :class:`SpikingSequence`.
+
+    Returns:
+        Membrane potentials ``[batch, time, units]`` (or the last step), then ``v``.
+    """
+
+    cell_class = cells.LICell
+    state_names = ("v",)
+
+    def _scan(self, currents, states):
+        v_all = scan.li_scan(currents, states[0], self.cell.decay("tau_mem"),
+                             jit=self.jit_compile)
+        last = v_all[-1] if currents.shape[0] != 0 else states[0]
+        return v_all, [last]
