@@ -7,6 +7,29 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-from keras_spiking import cells, dynamics, layers, scan, surrogates  # noqa: E402
+from keras_spiking import (  # noqa: E402
+    callbacks,
+    cells,
+    datasets,
+    dynamics,
+    encoders,
+    layers,
+    losses,
+    metrics,
+    scan,
+    surrogates,
+)
 
-__all__ = ["cells", "dynamics", "layers", "scan", "surrogates", "__version__"]
+__all__ = [
+    "callbacks",
+    "cells",
+    "datasets",
+    "dynamics",
+    "encoders",
+    "layers",
+    "losses",
+    "metrics",
+    "scan",
+    "surrogates",
+    "__version__",
+]

@@ -97,27 +97,34 @@ class NeuronCell(keras.layers.Layer):
                 f"got input shape {input_shape}"
             )
         self.kernel = self.add_weight(
-            shape=(input_dim, self.units), initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer, name="kernel",
+            shape=(input_dim, self.units),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            name="kernel",
         )
         self.recurrent_kernel = None
         if self.recurrent:
             self.recurrent_kernel = self.add_weight(
-                shape=(self.units, self.units), initializer=self.recurrent_initializer,
-                regularizer=self.recurrent_regularizer, name="recurrent_kernel",
+                shape=(self.units, self.units),
+                initializer=self.recurrent_initializer,
+                regularizer=self.recurrent_regularizer,
+                name="recurrent_kernel",
             )
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(
-                shape=(self.units,), initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer, name="bias",
+                shape=(self.units,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                name="bias",
             )
         self._tau_variables = {}
         if self.train_time_constants:
             for name in self.time_constant_names:
                 init = np.broadcast_to(np.asarray(getattr(self, name)), (self.units,))
                 self._tau_variables[name] = self.add_weight(
-                    shape=(self.units,), initializer=keras.initializers.Constant(init),
+                    shape=(self.units,),
+                    initializer=keras.initializers.Constant(init),
                     name=name,
                 )
         self.built = True
@@ -155,9 +162,7 @@ class NeuronCell(keras.layers.Layer):
 
     def get_initial_state(self, batch_size=None):
         """Zero states, one [batch, units] tensor per entry of ``state_size``."""
-        return [
-            tf.zeros([batch_size, size], dtype=self.compute_dtype) for size in self.state_size
-        ]
+        return [tf.zeros([batch_size, size], dtype=self.compute_dtype) for size in self.state_size]
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -188,12 +193,12 @@ class NeuronCell(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_spiking")
 class LIFCell(NeuronCell):
-    """Leaky integrate-and-fire cell, one time step.
+    r"""Leaky integrate-and-fire cell, one time step.
 
     .. math::
-        u[t] &= \\beta\\, v[t-1] + x[t] W + S[t-1] R + b \\\\
-        S[t] &= H(u[t] - \\theta) \\\\
-        v[t] &= u[t] - \\theta S[t] \\;\\text{(subtract)} \\quad\\text{or}\\quad u[t](1 - S[t])
+        u[t] &= \beta\, v[t-1] + x[t] W + S[t-1] R + b \\
+        S[t] &= H(u[t] - \theta) \\
+        v[t] &= u[t] - \theta S[t] \;\text{(subtract)} \quad\text{or}\quad u[t](1 - S[t])
 
     with ``beta = exp(-dt / tau_mem)``; ``R`` only if ``recurrent``, ``b`` only if ``use_bias``.
     See :func:`keras_spiking.dynamics.lif_step`.
@@ -222,21 +227,26 @@ class LIFCell(NeuronCell):
 
     def call(self, inputs, states, training=None):
         spikes, state = dynamics.lif_step(
-            dynamics.LIFState(*states), self.input_current(inputs), beta=self.decay("tau_mem"),
-            threshold=self.threshold, spike_fn=self.surrogate, reset=self.reset,
-            detach_reset=self.detach_reset, recurrent_kernel=self.recurrent_weights(),
+            dynamics.LIFState(*states),
+            self.input_current(inputs),
+            beta=self.decay("tau_mem"),
+            threshold=self.threshold,
+            spike_fn=self.surrogate,
+            reset=self.reset,
+            detach_reset=self.detach_reset,
+            recurrent_kernel=self.recurrent_weights(),
         )
         return spikes, list(state)
 
 
 @keras.saving.register_keras_serializable(package="keras_spiking")
 class CubaLIFCell(NeuronCell):
-    """Current-based LIF cell (Neftci, Mostafa & Zenke 2019, eqs. 2-5), one time step.
+    r"""Current-based LIF cell (Neftci, Mostafa & Zenke 2019, eqs. 2-5), one time step.
 
     .. math::
-        S[n] &= H(U[n] - \\theta) \\\\
-        I[n+1] &= \\alpha I[n] + x[n] W + S[n] V + b \\\\
-        U[n+1] &= \\beta U[n] + I[n] - \\theta S[n]
+        S[n] &= H(U[n] - \theta) \\
+        I[n+1] &= \alpha I[n] + x[n] W + S[n] V + b \\
+        U[n+1] &= \beta U[n] + I[n] - \theta S[n]
 
     with ``alpha = exp(-dt / tau_syn)``, ``beta = exp(-dt / tau_mem)`` (reset to zero:
     ``U[n+1] = (beta U[n] + I[n]) (1 - S[n])``). An input reaches the spikes two steps later.
@@ -265,9 +275,14 @@ class CubaLIFCell(NeuronCell):
 
     def call(self, inputs, states, training=None):
         spikes, state = dynamics.cuba_lif_step(
-            dynamics.CubaLIFState(*states), self.input_current(inputs),
-            alpha=self.decay("tau_syn"), beta=self.decay("tau_mem"), threshold=self.threshold,
-            spike_fn=self.surrogate, reset=self.reset, detach_reset=self.detach_reset,
+            dynamics.CubaLIFState(*states),
+            self.input_current(inputs),
+            alpha=self.decay("tau_syn"),
+            beta=self.decay("tau_mem"),
+            threshold=self.threshold,
+            spike_fn=self.surrogate,
+            reset=self.reset,
+            detach_reset=self.detach_reset,
             recurrent_kernel=self.recurrent_weights(),
         )
         return spikes, list(state)
@@ -275,9 +290,9 @@ class CubaLIFCell(NeuronCell):
 
 @keras.saving.register_keras_serializable(package="keras_spiking")
 class LICell(NeuronCell):
-    """Non-spiking leaky-integrator readout cell, one time step.
+    r"""Non-spiking leaky-integrator readout cell, one time step.
 
-    .. math::  v[t] = \\beta\\, v[t-1] + x[t] W + b, \\qquad \\beta = e^{-dt/\\tau_{mem}}
+    .. math::  v[t] = \beta\, v[t-1] + x[t] W + b, \qquad \beta = e^{-dt/\tau_{mem}}
 
     Args:
         units: number of outputs.
@@ -312,7 +327,14 @@ class LICell(NeuronCell):
 
     def get_config(self):
         config = super().get_config()
-        for name in ("threshold", "reset", "surrogate", "detach_reset", "recurrent",
-                     "recurrent_initializer", "recurrent_regularizer"):
+        for name in (
+            "threshold",
+            "reset",
+            "surrogate",
+            "detach_reset",
+            "recurrent",
+            "recurrent_initializer",
+            "recurrent_regularizer",
+        ):
             config.pop(name)
         return config

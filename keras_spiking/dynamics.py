@@ -56,7 +56,7 @@ class LIFState(NamedTuple):
 
 
 class CubaLIFState(NamedTuple):
-    """State of a current-based LIF population: synaptic current ``i``, membrane ``v`` [batch, n]."""
+    """State of a current-based LIF population: current ``i``, membrane ``v``, each [batch, n]."""
 
     i: tf.Tensor
     v: tf.Tensor
@@ -86,13 +86,13 @@ def lif_step(
     detach_reset: bool = True,
     recurrent_kernel=None,
 ):
-    """One step of a leaky integrate-and-fire (LIF) population.
+    r"""One step of a leaky integrate-and-fire (LIF) population.
 
     .. math::
-        u[t] &= \\beta\\, v[t-1] + I[t] \\\\
-        S[t] &= H(u[t] - \\theta) \\\\
-        v[t] &= u[t] - \\theta S[t] \\;\\text{(subtract)} \\quad\\text{or}\\quad u[t](1 - S[t])
-        \\;\\text{(zero)}
+        u[t] &= \beta\, v[t-1] + I[t] \\
+        S[t] &= H(u[t] - \theta) \\
+        v[t] &= u[t] - \theta S[t] \;\text{(subtract)} \quad\text{or}\quad u[t](1 - S[t])
+        \;\text{(zero)}
 
     with ``beta = exp(-dt / tau_mem)``. ``I[t]`` is the synaptic input of this step (input
     spikes times weights, plus recurrent spikes times recurrent weights, plus bias), in units
@@ -131,13 +131,13 @@ def cuba_lif_step(
     detach_reset: bool = True,
     recurrent_kernel=None,
 ):
-    """One step of a current-based LIF population (Neftci, Mostafa & Zenke 2019, eqs. 2-5).
+    r"""One step of a current-based LIF population (Neftci, Mostafa & Zenke 2019, eqs. 2-5).
 
     .. math::
-        S[n] &= H(U[n] - \\theta) \\\\
-        I[n+1] &= \\alpha I[n] + W S_{in}[n] + V S[n] \\\\
-        U[n+1] &= \\beta U[n] + I[n] - \\theta S[n] \\;\\text{(subtract)}
-        \\quad\\text{or}\\quad (\\beta U[n] + I[n]) (1 - S[n]) \\;\\text{(zero)}
+        S[n] &= H(U[n] - \theta) \\
+        I[n+1] &= \alpha I[n] + W S_{in}[n] + V S[n] \\
+        U[n+1] &= \beta U[n] + I[n] - \theta S[n] \;\text{(subtract)}
+        \quad\text{or}\quad (\beta U[n] + I[n]) (1 - S[n]) \;\text{(zero)}
 
     with ``alpha = exp(-dt / tau_syn)``, ``beta = exp(-dt / tau_mem)``. The spike at step ``n``
     is read from the membrane *before* this step's update, so an input at step ``n`` reaches the
@@ -166,9 +166,9 @@ def cuba_lif_step(
 
 
 def li_step(v, current, *, beta):
-    """One step of a non-spiking leaky integrator (readout).
+    r"""One step of a non-spiking leaky integrator (readout).
 
-    .. math::  v[t] = \\beta\\, v[t-1] + I[t]
+    .. math::  v[t] = \beta\, v[t-1] + I[t]
 
     Args:
         v: previous membrane, [batch, n].

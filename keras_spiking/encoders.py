@@ -173,7 +173,7 @@ def _static_with_time(shape: Sequence[Any], num_steps: int) -> tuple[Any, ...]:
 
 def _spikes_from_uniform(x: tf.Tensor, u: tf.Tensor, max_rate: float) -> tf.Tensor:
     # u ~ U[0, 1): u < p has probability exactly p; p = 0 never spikes, p = 1 always does.
-    p = tf.expand_dims(x * tf.cast(max_rate, x.dtype), axis=1)
+    p = tf.expand_dims(x * tf.constant(max_rate, dtype=x.dtype), axis=1)
     return tf.cast(u < p, x.dtype)
 
 
@@ -348,7 +348,7 @@ def _check_delta_args(threshold: Any, off_spikes: Any, where: str) -> tuple[floa
 
 def _delta_spikes(x: tf.Tensor, threshold: float, off_spikes: bool) -> tf.Tensor:
     xt = tf.transpose(x, [1, 0, 2])  # time-major for the scan
-    thr = tf.cast(threshold, x.dtype)
+    thr = tf.constant(threshold, dtype=x.dtype)
     no_spikes = tf.zeros_like(xt[0], dtype=tf.bool)
 
     def step(carry, x_t):
@@ -423,9 +423,10 @@ class RateEncoder(keras.layers.Layer):
     The noise comes from the layer's ``keras.random.SeedGenerator``, whose state advances on
     every call, so every call (training or inference, eager or in ``model.fit``) draws fresh
     spikes. ``seed`` fixes the generator's initial state: two freshly built layers with the
-    same seed produce the same sequence of spike trains. The generator state is a layer
-    variable, so it is saved and restored with the model's weights. For a fixed, repeatable
-    encoding (e.g. of a test set) call :func:`rate_encode` with an int ``seed`` instead.
+    same seed produce the same sequence of spike trains. The generator state is not part of
+    the saved weights: a model loaded from a ``.keras`` file restarts the sequence from
+    ``seed``, like a freshly built layer. For a fixed, repeatable encoding (e.g. of a test set)
+    call :func:`rate_encode` with an int ``seed`` instead.
 
     Args:
         num_steps: number of time steps ``T``.

@@ -75,7 +75,6 @@ class SpikingSequence(keras.layers.Layer):
         # XLA for the whole train step is slower on CPU than our own XLA scan between plain
         # TF matmuls, so `compile(jit_compile="auto")` should not pick it for these layers.
         self.supports_jit = False
-        self.input_spec = keras.layers.InputSpec(ndim=3)
         self.states = None
 
     def __getattr__(self, name):
@@ -95,7 +94,8 @@ class SpikingSequence(keras.layers.Layer):
                 f"shape {input_shape}"
             )
         self.cell.build(input_shape)
-        self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: input_shape[-1]})
+        # the rank is checked in `call` with our own message; Keras checks the feature axis
+        self.input_spec = keras.layers.InputSpec(axes={-1: input_shape[-1]})
         if self.stateful:
             if input_shape[0] is None:
                 raise ValueError(
@@ -103,8 +103,12 @@ class SpikingSequence(keras.layers.Layer):
                     f"shape {input_shape}; use keras.Input(shape, batch_size=N)"
                 )
             self.states = [
-                self.add_weight(shape=(input_shape[0], self.units), initializer="zeros",
-                                trainable=False, name=f"state_{name}")
+                self.add_weight(
+                    shape=(input_shape[0], self.units),
+                    initializer="zeros",
+                    trainable=False,
+                    name=f"state_{name}",
+                )
                 for name in self.state_names
             ]
         self.built = True
@@ -188,13 +192,13 @@ class SpikingSequence(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_spiking")
 class LIF(SpikingSequence):
-    """Leaky integrate-and-fire neurons over a sequence.
+    r"""Leaky integrate-and-fire neurons over a sequence.
 
     .. math::
-        u[t] &= \\beta\\, v[t-1] + x[t] W + S[t-1] R + b \\\\
-        S[t] &= H(u[t] - \\theta) \\\\
-        v[t] &= u[t] - \\theta S[t] \\;\\text{(subtract)} \\quad\\text{or}\\quad u[t](1 - S[t])
-        \\;\\text{(zero)}
+        u[t] &= \beta\, v[t-1] + x[t] W + S[t-1] R + b \\
+        S[t] &= H(u[t] - \theta) \\
+        v[t] &= u[t] - \theta S[t] \;\text{(subtract)} \quad\text{or}\quad u[t](1 - S[t])
+        \;\text{(zero)}
 
     with ``beta = exp(-dt / tau_mem)``, ``dt`` in seconds (default 1 ms). ``H`` is the Heaviside
     step forward and the chosen surrogate derivative backward. States: ``[v, S]``.
@@ -229,23 +233,29 @@ class LIF(SpikingSequence):
 
     def _scan(self, currents, states):
         spikes, v, s = scan.lif_scan(
-            currents, states[0], states[1], self.cell.decay("tau_mem"),
-            self.cell.recurrent_weights(), threshold=self.cell.threshold,
-            surrogate=self.cell.surrogate, reset=self.cell.reset,
-            detach_reset=self.cell.detach_reset, jit=self.jit_compile,
+            currents,
+            states[0],
+            states[1],
+            self.cell.decay("tau_mem"),
+            self.cell.recurrent_weights(),
+            threshold=self.cell.threshold,
+            surrogate=self.cell.surrogate,
+            reset=self.cell.reset,
+            detach_reset=self.cell.detach_reset,
+            jit=self.jit_compile,
         )
         return spikes, [v, s]
 
 
 @keras.saving.register_keras_serializable(package="keras_spiking")
 class CubaLIF(SpikingSequence):
-    """Current-based LIF neurons over a sequence (Neftci, Mostafa & Zenke 2019, eqs. 2-5).
+    r"""Current-based LIF neurons over a sequence (Neftci, Mostafa & Zenke 2019, eqs. 2-5).
 
     .. math::
-        S[n] &= H(U[n] - \\theta) \\\\
-        I[n+1] &= \\alpha I[n] + x[n] W + S[n] V + b \\\\
-        U[n+1] &= \\beta U[n] + I[n] - \\theta S[n] \\;\\text{(subtract)}
-        \\quad\\text{or}\\quad (\\beta U[n] + I[n])(1 - S[n]) \\;\\text{(zero)}
+        S[n] &= H(U[n] - \theta) \\
+        I[n+1] &= \alpha I[n] + x[n] W + S[n] V + b \\
+        U[n+1] &= \beta U[n] + I[n] - \theta S[n] \;\text{(subtract)}
+        \quad\text{or}\quad (\beta U[n] + I[n])(1 - S[n]) \;\text{(zero)}
 
     with ``alpha = exp(-dt / tau_syn)``, ``beta = exp(-dt / tau_mem)``. An input at step ``n``
     can make a spike at ``n + 2`` at the earliest. States: ``[I, U]``.
@@ -265,19 +275,26 @@ class CubaLIF(SpikingSequence):
 
     def _scan(self, currents, states):
         spikes, i, v = scan.cuba_lif_scan(
-            currents, states[0], states[1], self.cell.decay("tau_syn"),
-            self.cell.decay("tau_mem"), self.cell.recurrent_weights(),
-            threshold=self.cell.threshold, surrogate=self.cell.surrogate,
-            reset=self.cell.reset, detach_reset=self.cell.detach_reset, jit=self.jit_compile,
+            currents,
+            states[0],
+            states[1],
+            self.cell.decay("tau_syn"),
+            self.cell.decay("tau_mem"),
+            self.cell.recurrent_weights(),
+            threshold=self.cell.threshold,
+            surrogate=self.cell.surrogate,
+            reset=self.cell.reset,
+            detach_reset=self.cell.detach_reset,
+            jit=self.jit_compile,
         )
         return spikes, [i, v]
 
 
 @keras.saving.register_keras_serializable(package="keras_spiking")
 class LI(SpikingSequence):
-    """Non-spiking leaky-integrator readout over a sequence.
+    r"""Non-spiking leaky-integrator readout over a sequence.
 
-    .. math::  v[t] = \\beta\\, v[t-1] + x[t] W + b, \\qquad \\beta = e^{-dt/\\tau_{mem}}
+    .. math::  v[t] = \beta\, v[t-1] + x[t] W + b, \qquad \beta = e^{-dt/\tau_{mem}}
 
     Use it as the output layer and read the class scores from the membrane with one of the
     membrane losses (max, last or mean over time). States: ``[v]``.
@@ -297,7 +314,6 @@ class LI(SpikingSequence):
     state_names = ("v",)
 
     def _scan(self, currents, states):
-        v_all = scan.li_scan(currents, states[0], self.cell.decay("tau_mem"),
-                             jit=self.jit_compile)
+        v_all = scan.li_scan(currents, states[0], self.cell.decay("tau_mem"), jit=self.jit_compile)
         last = v_all[-1] if currents.shape[0] != 0 else states[0]
         return v_all, [last]

@@ -1,8 +1,8 @@
-"""Fused time scans of the neuron models with hand-written backpropagation through time.
+r"""Fused time scans of the neuron models with hand-written backpropagation through time.
 
 The sequence layers compute the feed-forward synaptic input of all time steps in one matmul
 and then call one of the scans here, which run only the neuron state through time. Each scan
-is a ``tf.custom_gradient`` whose forward and backward passes are explicit ``tf.while_loop``\\ s,
+is a ``tf.custom_gradient`` whose forward and backward passes are explicit ``tf.while_loop``\ s,
 compiled with XLA by default (``jit=True``):
 
 * Autodiff of a ``tf.while_loop`` keeps a stack per intermediate tensor and dispatches a dozen
@@ -101,8 +101,20 @@ def _lif_forward(currents, v0, s0, beta, rec, *, threshold, reset, recurrent):
 
 
 def _lif_backward(
-    g_spikes, g_v_last, g_s_last, u_all, v0, s0, beta, rec, *, threshold, reset,
-    detach_reset, surrogate, recurrent,
+    g_spikes,
+    g_v_last,
+    g_s_last,
+    u_all,
+    v0,
+    s0,
+    beta,
+    rec,
+    *,
+    threshold,
+    reset,
+    detach_reset,
+    surrogate,
+    recurrent,
 ):
     num_steps = tf.shape(u_all)[0]
     s_all = _spikes(u_all, threshold)
@@ -131,9 +143,7 @@ def _lif_backward(
     if recurrent:
         s_prev = tf.concat([s0[None], s_all[:-1]], axis=0)
         n = tf.shape(u_all)[-1]
-        g_rec = tf.matmul(
-            tf.reshape(s_prev, [-1, n]), tf.reshape(g_u, [-1, n]), transpose_a=True
-        )
+        g_rec = tf.matmul(tf.reshape(s_prev, [-1, n]), tf.reshape(g_u, [-1, n]), transpose_a=True)
     else:
         g_rec = tf.zeros_like(rec)
     return g_u, g_v0, g_s0, g_beta, g_rec
@@ -171,10 +181,23 @@ def lif_scan(
     """
     recurrent = recurrent_kernel is not None
     rec = recurrent_kernel if recurrent else tf.zeros([0], currents.dtype)
-    fwd = _compiled(_lif_forward, jit, num_steps=currents.shape[0], threshold=threshold, reset=reset, recurrent=recurrent)
+    fwd = _compiled(
+        _lif_forward,
+        jit,
+        num_steps=currents.shape[0],
+        threshold=threshold,
+        reset=reset,
+        recurrent=recurrent,
+    )
     bwd = _compiled(
-        _lif_backward, jit, num_steps=currents.shape[0], threshold=threshold, reset=reset, detach_reset=detach_reset,
-        surrogate=surrogate, recurrent=recurrent,
+        _lif_backward,
+        jit,
+        num_steps=currents.shape[0],
+        threshold=threshold,
+        reset=reset,
+        detach_reset=detach_reset,
+        surrogate=surrogate,
+        recurrent=recurrent,
     )
 
     @tf.custom_gradient
@@ -183,8 +206,14 @@ def lif_scan(
 
         def grad(g_spikes, g_v_last, g_s_last):
             return bwd(
-                _zeros_if_none(g_spikes, spikes), _zeros_if_none(g_v_last, v_last),
-                _zeros_if_none(g_s_last, s_last), u_all, v0, s0, beta, rec,
+                _zeros_if_none(g_spikes, spikes),
+                _zeros_if_none(g_v_last, v_last),
+                _zeros_if_none(g_s_last, s_last),
+                u_all,
+                v0,
+                s0,
+                beta,
+                rec,
             )
 
         return (spikes, v_last, s_last), grad
@@ -214,8 +243,20 @@ def _cuba_forward(currents, i0, v0, alpha, beta, rec, *, threshold, reset, recur
 
 
 def _cuba_backward(
-    g_spikes, g_i_last, g_v_last, i_all, v_all, alpha, beta, rec, *, threshold, reset,
-    detach_reset, surrogate, recurrent,
+    g_spikes,
+    g_i_last,
+    g_v_last,
+    i_all,
+    v_all,
+    alpha,
+    beta,
+    rec,
+    *,
+    threshold,
+    reset,
+    detach_reset,
+    surrogate,
+    recurrent,
 ):
     num_steps = tf.shape(v_all)[0]
     s_all = _spikes(v_all, threshold)
@@ -238,7 +279,8 @@ def _cuba_backward(
         return g_i_now, g_v_now, g_x_seq.write(t, g_i), g_pre_seq.write(t, g_pre)
 
     g_i0, g_v0, g_x_seq, g_pre_seq = _time_loop(
-        num_steps, body,
+        num_steps,
+        body,
         (g_i_last, g_v_last, _array(g_v_last, num_steps), _array(g_v_last, num_steps)),
         reverse=True,
     )
@@ -267,8 +309,7 @@ def cuba_lif_scan(
     detach_reset: bool = True,
     jit: bool = True,
 ):
-    """Runs a current-based LIF population over time; see
-    :func:`keras_spiking.dynamics.cuba_lif_step`.
+    """Runs a current-based LIF population over time; see :func:`dynamics.cuba_lif_step`.
 
     Args:
         currents: feed-forward synaptic drive ``W S_in[n]``, time-major [T, batch, n].
@@ -288,10 +329,23 @@ def cuba_lif_scan(
     """
     recurrent = recurrent_kernel is not None
     rec = recurrent_kernel if recurrent else tf.zeros([0], currents.dtype)
-    fwd = _compiled(_cuba_forward, jit, num_steps=currents.shape[0], threshold=threshold, reset=reset, recurrent=recurrent)
+    fwd = _compiled(
+        _cuba_forward,
+        jit,
+        num_steps=currents.shape[0],
+        threshold=threshold,
+        reset=reset,
+        recurrent=recurrent,
+    )
     bwd = _compiled(
-        _cuba_backward, jit, num_steps=currents.shape[0], threshold=threshold, reset=reset, detach_reset=detach_reset,
-        surrogate=surrogate, recurrent=recurrent,
+        _cuba_backward,
+        jit,
+        num_steps=currents.shape[0],
+        threshold=threshold,
+        reset=reset,
+        detach_reset=detach_reset,
+        surrogate=surrogate,
+        recurrent=recurrent,
     )
 
     @tf.custom_gradient
@@ -300,8 +354,14 @@ def cuba_lif_scan(
 
         def grad(g_spikes, g_i_last, g_v_last):
             return bwd(
-                _zeros_if_none(g_spikes, spikes), _zeros_if_none(g_i_last, i_last),
-                _zeros_if_none(g_v_last, v_last), i_all, v_all, alpha, beta, rec,
+                _zeros_if_none(g_spikes, spikes),
+                _zeros_if_none(g_i_last, i_last),
+                _zeros_if_none(g_v_last, v_last),
+                i_all,
+                v_all,
+                alpha,
+                beta,
+                rec,
             )
 
         return (spikes, i_last, v_last), grad
@@ -330,8 +390,9 @@ def _li_backward(g_v_all, v_all, v0, beta):
         g = g_v_all[t] + g_v
         return beta * g, g_seq.write(t, g)
 
-    g_v0, g_seq = _time_loop(num_steps, body, (tf.zeros_like(v0), _array(v0, num_steps)),
-                             reverse=True)
+    g_v0, g_seq = _time_loop(
+        num_steps, body, (tf.zeros_like(v0), _array(v0, num_steps)), reverse=True
+    )
     g_x = g_seq.stack()
     v_prev = tf.concat([v0[None], v_all[:-1]], axis=0)
     return g_x, g_v0, tf.reduce_sum(g_x * v_prev, axis=[0, 1])

@@ -1,9 +1,9 @@
-"""Spike function with surrogate gradients.
+r"""Spike function with surrogate gradients.
 
 The forward pass of a spiking neuron is a Heaviside step of the distance to threshold,
 ``x = u - theta``:
 
-.. math::  S = H(x) = 1 \\text{ if } x > 0 \\text{ else } 0
+.. math::  S = H(x) = 1 \text{ if } x > 0 \text{ else } 0
 
 Its true derivative is zero almost everywhere, so training replaces ``dS/dx`` in the backward
 pass by a smooth *surrogate* ``sigma'(x)`` (Neftci, Mostafa & Zenke 2019). Each surrogate below
@@ -196,7 +196,7 @@ class Gaussian(Surrogate):
 
 @_register("straight_through")
 class StraightThrough(Surrogate):
-    """Straight-through estimator: ``sigma'(x) = k`` everywhere (the gradient passes unchanged at k=1)."""
+    """Straight-through estimator: ``sigma'(x) = k`` everywhere (unchanged gradient at k = 1)."""
 
     default_scale = 1.0
 
@@ -261,9 +261,7 @@ def deserialize(config: dict[str, Any]) -> Surrogate:
     if name == "custom":
         return CustomSurrogate.from_config(config["config"])
     if name not in _REGISTRY:
-        raise ValueError(
-            f"Unknown surrogate {name!r}; known surrogates: {', '.join(available())}"
-        )
+        raise ValueError(f"Unknown surrogate {name!r}; known surrogates: {', '.join(available())}")
     return _REGISTRY[name].from_config(config.get("config", {}))
 
 

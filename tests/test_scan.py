@@ -14,8 +14,14 @@ def _unrolled_lif(currents, v0, s0, beta, rec, threshold, surrogate, reset, deta
     out = []
     for t in range(currents.shape[0]):
         s, state = dynamics.lif_step(
-            state, currents[t], beta=beta, threshold=threshold, spike_fn=surrogate,
-            reset=reset, detach_reset=detach, recurrent_kernel=rec,
+            state,
+            currents[t],
+            beta=beta,
+            threshold=threshold,
+            spike_fn=surrogate,
+            reset=reset,
+            detach_reset=detach,
+            recurrent_kernel=rec,
         )
         out.append(s)
     return tf.stack(out), state.v, state.s
@@ -26,8 +32,15 @@ def _unrolled_cuba(currents, i0, v0, alpha, beta, rec, threshold, surrogate, res
     out = []
     for t in range(currents.shape[0]):
         s, state = dynamics.cuba_lif_step(
-            state, currents[t], alpha=alpha, beta=beta, threshold=threshold, spike_fn=surrogate,
-            reset=reset, detach_reset=detach, recurrent_kernel=rec,
+            state,
+            currents[t],
+            alpha=alpha,
+            beta=beta,
+            threshold=threshold,
+            spike_fn=surrogate,
+            reset=reset,
+            detach_reset=detach,
+            recurrent_kernel=rec,
         )
         out.append(s)
     return tf.stack(out), state.i, state.v
@@ -60,8 +73,18 @@ def test_lif_scan_matches_step_autodiff(jit, reset, detach, recurrent):
     weights = [rng.normal(size=(T, B, N)), rng.normal(size=(B, N)), rng.normal(size=(B, N))]
 
     def fused(c, v, s, b, r):
-        return scan.lif_scan(c, v, s, b, r if recurrent else None, threshold=1.0,
-                             surrogate=sur, reset=reset, detach_reset=detach, jit=jit)
+        return scan.lif_scan(
+            c,
+            v,
+            s,
+            b,
+            r if recurrent else None,
+            threshold=1.0,
+            surrogate=sur,
+            reset=reset,
+            detach_reset=detach,
+            jit=jit,
+        )
 
     def reference(c, v, s, b, r):
         return _unrolled_lif(c, v, s, b, r if recurrent else None, 1.0, sur, reset, detach)
@@ -96,8 +119,19 @@ def test_cuba_scan_matches_step_autodiff(jit, reset, detach, recurrent):
     weights = [rng.normal(size=(T, B, N)), rng.normal(size=(B, N)), rng.normal(size=(B, N))]
 
     def fused(c, i, v, a, b, r):
-        return scan.cuba_lif_scan(c, i, v, a, b, r if recurrent else None, threshold=1.0,
-                                  surrogate=sur, reset=reset, detach_reset=detach, jit=jit)
+        return scan.cuba_lif_scan(
+            c,
+            i,
+            v,
+            a,
+            b,
+            r if recurrent else None,
+            threshold=1.0,
+            surrogate=sur,
+            reset=reset,
+            detach_reset=detach,
+            jit=jit,
+        )
 
     def reference(c, i, v, a, b, r):
         return _unrolled_cuba(c, i, v, a, b, r if recurrent else None, 1.0, sur, reset, detach)
@@ -138,7 +172,14 @@ def test_li_scan_matches_step_autodiff(jit):
 @pytest.mark.parametrize("jit", [True, False])
 def test_zero_time_steps(jit):
     v0 = tf.ones([2, 3])
-    spikes, v, s = scan.lif_scan(tf.zeros([0, 2, 3]), v0, tf.zeros([2, 3]), tf.ones([3]) * 0.9,
-                                 threshold=1.0, surrogate=surrogates.get("triangle"), jit=jit)
+    spikes, v, s = scan.lif_scan(
+        tf.zeros([0, 2, 3]),
+        v0,
+        tf.zeros([2, 3]),
+        tf.ones([3]) * 0.9,
+        threshold=1.0,
+        surrogate=surrogates.get("triangle"),
+        jit=jit,
+    )
     assert spikes.shape == (0, 2, 3)
     np.testing.assert_array_equal(v.numpy(), v0.numpy())

@@ -1,0 +1,20 @@
+"""End to end: the quick-start demo trains, saves, exports and reloads in a fresh process."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_round_trip(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), "--out", str(tmp_path),
+         "--epochs", "2", "--steps", "10"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Test accuracy:" in result.stdout
+    assert result.stdout.count(": OK") == 2  # .keras and SavedModel both reproduce
+    assert (tmp_path / "model.keras").exists()
+    assert (tmp_path / "saved_model" / "saved_model.pb").exists()
