@@ -150,6 +150,11 @@ class SpikingSequence(keras.layers.Layer):
 
     def call(self, inputs, initial_state=None, training=None):
         inputs = self._check(tf.cast(inputs, self.compute_dtype))
+        if not self.return_sequences and inputs.shape[1] == 0:
+            raise ValueError(
+                f"{type(self).__name__}(return_sequences=False) needs at least one time step, "
+                f"got inputs of shape {tuple(inputs.shape)}"
+            )
         currents = tf.transpose(self.cell.input_current(inputs), [1, 0, 2])  # time-major
         outputs, final_states = self._scan(currents, self._initial_states(inputs, initial_state))
         if self.stateful:

@@ -1,5 +1,7 @@
 """FiringRateMonitor, SpikeRasterPlot and plot_spike_raster on a LIF layer with known spikes."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -179,3 +181,12 @@ def test_spike_raster_plot_checks_its_arguments(tmp_path):
     unknown = callbacks.SpikeRasterPlot(X, tmp_path / "r.png", layer="readout")
     with pytest.raises(ValueError, match="`layer` must name a spiking layer.*'readout'"):
         model.fit(X, Y, epochs=1, callbacks=[unknown], verbose=0)
+
+
+def test_missing_matplotlib_gives_an_install_hint(monkeypatch, tmp_path):
+    # a None entry in sys.modules makes `import` raise ImportError, as if not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        callbacks.plot_spike_raster(np.zeros((2, 2)))
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        callbacks.SpikeRasterPlot(X, tmp_path / "r.png")

@@ -403,3 +403,13 @@ def test_bad_cuba_tau_syn_and_units():
 def test_stateful_needs_batch_size():
     with pytest.raises(ValueError, match="needs a fixed batch size"):
         keras.Sequential([keras.Input((None, 3)), layers.LIF(2, stateful=True)])
+
+
+@pytest.mark.parametrize("layer_cls", [layers.LIF, layers.CubaLIF, layers.LI])
+def test_zero_time_steps(layer_cls):
+    x = np.zeros((2, 0, 3), "float32")
+    out, *states = layer_cls(4, return_state=True)(x)
+    assert out.shape == (2, 0, 4)
+    assert all(s.shape == (2, 4) and not np.any(s.numpy()) for s in states)
+    with pytest.raises(ValueError, match="needs at least one time step"):
+        layer_cls(4, return_sequences=False)(x)
