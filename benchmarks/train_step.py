@@ -33,7 +33,14 @@ projection of all time steps in one matmul, layer by layer, not one ``nn.Linear`
 Timing: ``--warmup`` steps, then ``--repeats`` timed steps per row, taken round-robin (one step
 of each row per round, so a burst of load from other processes hits all rows alike; use
 ``--order blocks`` for all steps of one row, then the next). The table reports the median and the
-interquartile range in ms and each row's ratio to keras_spiking and to the floor.
+interquartile range in ms and each row's ratio to keras_spiking and to the floor. Threads: TF's
+intra- and inter-op pools and ``torch.set_num_threads`` all get ``--threads``. On a machine where
+other processes compete for the cores, torch's busy-waiting OpenMP threads made the peers' steps
+erratic, at times ten times slower, which flatters keras_spiking; ``--omp-wait-policy passive``
+makes them sleep when idle (steadier there, but about a quarter slower on a lightly loaded
+machine, so it is not the default). The script prints the load average before and after and
+warns when the machine is busy. ``--breakdown`` adds a table of the pieces of the keras_spiking
+step.
 
 What to expect (a finding recorded in the project's TOOLCHAIN.md, not a result of this script):
 the two matmuls of the floor alone take about a quarter of snnTorch's step, so *no* dense
@@ -89,11 +96,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per row")
     parser.add_argument("--train-steps", type=int, default=8, help="steps of the loss check")
     parser.add_argument("--order", choices=("interleaved", "blocks"), default="interleaved")
+    parser.add_argument(
+        "--omp-wait-policy",
+        choices=("default", "passive", "active"),
+        default="default",
+        help="OMP_WAIT_POLICY for torch's OpenMP threads ('default' leaves torch's own "
+        "setting; 'passive' is steadier on a busy machine); one already set in the "
+        "environment wins",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip", default="", help="comma-separated rows to leave out: "
-                        "fit, nojit, floor, snntorch, norse")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also time the pieces of the keras_spiking step")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated rows to leave out: fit, nojit, floor, snntorch, norse",
+    )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also time the pieces of the keras_spiking step"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--quick", action="store_true", help="smoke run: few repeats")
     args = parser.parse_args(argv)
@@ -127,6 +146,7 @@ def machine_info(args, versions: dict[str, str]) -> dict:
         "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "threads": args.threads,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
         "load_average_at_start": os.getloadavg(),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -136,6 +156,8 @@ def machine_info(args, versions: dict[str, str]) -> dict:
 
 @dataclass
 class Workload:
+    """The shared input, labels and initial weights."""
+
     x: np.ndarray  # [batch, T, 700] float32 0/1
     y: np.ndarray  # [batch] int64 labels
     w1: np.ndarray  # [700, 256]
@@ -192,6 +214,8 @@ def setup_tensorflow(threads: int):
 
 
 class TFSide:
+    """The keras_spiking rows and the floor, in TensorFlow."""
+
     def __init__(self, tf, keras, keras_spiking, work: Workload):
         self.tf, self.keras, self.ks = tf, keras, keras_spiking
         self.work = work
@@ -208,8 +232,14 @@ class TFSide:
         model = keras.Sequential(
             [
                 keras.Input((self.work.x.shape[1], N_IN)),
-                layers.LIF(N_HIDDEN, tau_mem=TAU_MEM, threshold=THRESHOLD, reset="subtract",
-                           surrogate="fast_sigmoid", jit_compile=jit),
+                layers.LIF(
+                    N_HIDDEN,
+                    tau_mem=TAU_MEM,
+                    threshold=THRESHOLD,
+                    reset="subtract",
+                    surrogate="fast_sigmoid",
+                    jit_compile=jit,
+                ),
                 layers.LI(N_OUT, tau_mem=TAU_MEM, jit_compile=jit),
             ]
         )
@@ -231,18 +261,19 @@ class TFSide:
 
         return lambda: float(step(self.x, self.y))
 
-    def fit_step(self, model) -> Callable[[], float]:
-        loss = None
+    def fit_step(self, model) -> tuple[Callable[[], float], str]:
+        """``model.train_on_batch`` after ``compile``; returns it and the loss's name."""
         losses = getattr(self.ks, "losses", None)
         if losses is not None and hasattr(losses, "MaxMembraneCrossEntropy"):
-            loss = losses.MaxMembraneCrossEntropy()
-        if loss is None:  # the library's loss is missing: the same loss as a plain function
+            loss, name = losses.MaxMembraneCrossEntropy(), "losses.MaxMembraneCrossEntropy"
+        else:  # the library's loss is missing: the same loss as a plain function
 
             def loss(y_true, y_pred):
                 return self.loss(self.tf.cast(self.tf.reshape(y_true, [-1]), "int32"), y_pred)
 
+            name = "a plain loss function"
         model.compile(optimizer=self.keras.optimizers.Adam(LEARNING_RATE), loss=loss)
-        return lambda: float(model.train_on_batch(self.x, self.y))
+        return (lambda: float(model.train_on_batch(self.x, self.y))), name
 
     def floor_step(self) -> Callable[[], float]:
         tf = self.tf
@@ -276,6 +307,8 @@ class TFSide:
 # Peers (torch)
 # ------------------------------------------------------------------------------------------
 class TorchSide:
+    """The peers (snnTorch, Norse): time-major input, weights copied from the workload."""
+
     def __init__(self, torch, work: Workload):
         self.torch = torch
         self.work = work
@@ -312,7 +345,7 @@ class TorchSide:
         return Check(name, hidden.numpy(), initial, losses)
 
     def snntorch_net(self):
-        """snnTorch 1.0 with our semantics.
+        """The snnTorch 1.0 network, with our semantics.
 
         ``snn.Leaky(reset_mechanism="subtract", reset_delay=False)`` computes
         ``u = beta v + I``, ``S = H(u - 1)``, ``v = u - S`` -- exactly our LIF, except when the
@@ -334,9 +367,13 @@ class TorchSide:
             def __init__(self):
                 super().__init__()
                 self.fc1 = side.linear(side.work.w1)
-                self.lif = snn.Leaky(beta=BETA, threshold=THRESHOLD, reset_mechanism="subtract",
-                                     spike_grad=surrogate.fast_sigmoid(slope=SURROGATE_SCALE),
-                                     reset_delay=False)
+                self.lif = snn.Leaky(
+                    beta=BETA,
+                    threshold=THRESHOLD,
+                    reset_mechanism="subtract",
+                    spike_grad=surrogate.fast_sigmoid(slope=SURROGATE_SCALE),
+                    reset_delay=False,
+                )
                 self.fc2 = side.linear(side.work.w2)
                 self.li = snn.Leaky(beta=BETA, reset_mechanism="none", reset_delay=False)
 
@@ -359,7 +396,7 @@ class TorchSide:
         return Net()
 
     def norse_net(self):
-        """Norse 1.1 as close to our semantics as its models allow.
+        """The Norse 1.1 network, as close to our semantics as its models allow.
 
         Hidden layer: ``LIFBoxCell`` (a LIF without synaptic current) with
         ``reset_method=reset_subtract``, ``v_leak = v_reset = 0``, ``v_th = 1``. Norse integrates
@@ -379,12 +416,19 @@ class TorchSide:
 
         a = 1.0 - BETA
         box = norse.LIFBoxParameters(
-            tau_mem_inv=torch.as_tensor(a / DT), v_leak=torch.as_tensor(0.0),
-            v_th=torch.as_tensor(THRESHOLD), v_reset=torch.as_tensor(0.0), method="super",
-            alpha=torch.as_tensor(SURROGATE_SCALE), reset_method=reset_subtract,
+            tau_mem_inv=torch.as_tensor(a / DT),
+            v_leak=torch.as_tensor(0.0),
+            v_th=torch.as_tensor(THRESHOLD),
+            v_reset=torch.as_tensor(0.0),
+            method="super",
+            alpha=torch.as_tensor(SURROGATE_SCALE),
+            reset_method=reset_subtract,
         )
-        li = norse.LIParameters(tau_syn_inv=torch.as_tensor(1.0 / DT),
-                                tau_mem_inv=torch.as_tensor(a / DT), v_leak=torch.as_tensor(0.0))
+        li = norse.LIParameters(
+            tau_syn_inv=torch.as_tensor(1.0 / DT),
+            tau_mem_inv=torch.as_tensor(a / DT),
+            v_leak=torch.as_tensor(0.0),
+        )
         side = self
 
         class Net(torch.nn.Module):
@@ -479,14 +523,23 @@ def consistency_report(checks: list[Check]) -> tuple[str, list[dict]]:
             match_all = float(np.mean(a == b))
             either = np.logical_or(a, b).sum()
             match_spikes = float(np.logical_and(a, b).sum() / either) if either else 1.0
-        match = "reference" if c is ref else (
-            "-" if match_all is None else f"{match_all:.4%} / {match_spikes:.2%}"
+        match = (
+            "reference"
+            if c is ref
+            else ("-" if match_all is None else f"{match_all:.4%} / {match_spikes:.2%}")
         )
         trace = " -> ".join(f"{v:.3f}" for v in c.losses)
         lines.append(f"| {c.name} | {rate:.4f} | {match} | {c.initial_loss:.4f} | {trace} |")
-        out.append({"name": c.name, "hidden_firing_rate": rate, "match_all": match_all,
-                    "match_among_spikes": match_spikes, "initial_loss": c.initial_loss,
-                    "losses": c.losses})
+        out.append(
+            {
+                "name": c.name,
+                "hidden_firing_rate": rate,
+                "match_all": match_all,
+                "match_among_spikes": match_spikes,
+                "initial_loss": c.initial_loss,
+                "losses": c.losses,
+            }
+        )
     return "\n".join(lines), out
 
 
@@ -524,8 +577,13 @@ def breakdown(tf_side: TFSide, model, args) -> str:
         with tf.GradientTape() as tape:
             tape.watch(currents)
             spikes, _, _ = ks.scan.lif_scan(
-                currents, zeros_h, zeros_h, beta_h, threshold=THRESHOLD,
-                surrogate=lif.cell.surrogate, reset="subtract",
+                currents,
+                zeros_h,
+                zeros_h,
+                beta_h,
+                threshold=THRESHOLD,
+                surrogate=lif.cell.surrogate,
+                reset="subtract",
             )
             target = tf.reduce_sum(spikes * currents)
         return tape.gradient(target, currents)
@@ -533,8 +591,13 @@ def breakdown(tf_side: TFSide, model, args) -> str:
     @tf.function
     def lif_scan_fwd():
         spikes, _, _ = ks.scan.lif_scan(
-            currents, zeros_h, zeros_h, beta_h, threshold=THRESHOLD,
-            surrogate=lif.cell.surrogate, reset="subtract",
+            currents,
+            zeros_h,
+            zeros_h,
+            beta_h,
+            threshold=THRESHOLD,
+            surrogate=lif.cell.surrogate,
+            reset="subtract",
         )
         return spikes
 
@@ -550,6 +613,17 @@ def breakdown(tf_side: TFSide, model, args) -> str:
     def finite_check():
         return tf.debugging.assert_all_finite(x, "check")
 
+    nocheck = tf_side.model(jit=True)
+    for layer in nocheck.layers:
+        layer.check_inputs = False
+    full_step = tf_side.tape_step(model)
+    nocheck_step = tf_side.tape_step(nocheck)
+    currents_bt = tf.transpose(currents, [1, 0, 2])
+
+    @tf.function
+    def transpose_currents():
+        return tf.transpose(currents_bt, [1, 0, 2])
+
     grads = forward_backward()
     optimizer = tf_side.keras.optimizers.Adam(LEARNING_RATE)
     optimizer.build(variables)
@@ -559,6 +633,8 @@ def breakdown(tf_side: TFSide, model, args) -> str:
         optimizer.apply_gradients(zip(grads, variables))
 
     pieces = [
+        ("full step (as in the main table)", full_step),
+        ("full step with check_inputs=False", nocheck_step),
         ("forward (loss)", forward),
         ("forward + backward (no update)", forward_backward),
         ("Adam update alone", adam_update),
@@ -566,7 +642,8 @@ def breakdown(tf_side: TFSide, model, args) -> str:
         ("LIF scan forward alone", lif_scan_fwd),
         ("LIF scan forward + backward alone", lif_scan_fwd_bwd),
         ("LI scan forward + backward alone", li_scan_fwd_bwd),
-        ("assert_all_finite on the input", finite_check),
+        ("assert_all_finite on the input (check_inputs)", finite_check),
+        ("one batch/time transpose of [B,T,256]", transpose_currents),
     ]
     rows = []
     for name, fn in pieces:
@@ -581,6 +658,8 @@ def breakdown(tf_side: TFSide, model, args) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.omp_wait_policy != "default":  # read when torch loads its OpenMP runtime
+        os.environ.setdefault("OMP_WAIT_POLICY", args.omp_wait_policy.upper())
     tf, keras, keras_spiking = setup_tensorflow(args.threads)
     versions = {
         "tensorflow": tf.__version__,
@@ -601,7 +680,8 @@ def main(argv=None) -> int:
     checks.append(tf_side.check(KS, model, ks_step, args.train_steps))
     if "fit" not in args.skip:
         fit_model = tf_side.model(jit=True)
-        rows.append(Row(KS_FIT, tf_side.fit_step(fit_model), "after model.compile"))
+        fit_step, loss_name = tf_side.fit_step(fit_model)
+        rows.append(Row(KS_FIT, fit_step, f"after model.compile, {loss_name}"))
     if "nojit" not in args.skip:
         nojit_model = tf_side.model(jit=False)
         nojit_step = tf_side.tape_step(nojit_model)
@@ -648,10 +728,18 @@ def main(argv=None) -> int:
     )
     print(
         f"Machine: {info['cpu']}, {info['logical_cpus']} logical CPUs, {args.threads} thread(s) "
-        f"for TF (intra/inter-op) and torch; load average at start "
+        f"for TF (intra/inter-op) and torch, OMP_WAIT_POLICY {info['omp_wait_policy']}; "
+        f"load average at start "
         f"{', '.join(f'{v:.2f}' for v in info['load_average_at_start'])}."
     )
     print("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    busy = info["load_average_at_start"][0]
+    if busy > 0.5 * (info["logical_cpus"] or 1):
+        problems.append(
+            f"load average {busy:.2f} on {info['logical_cpus']} CPUs: other processes compete "
+            "for the cores, so all timings are inflated and noisy, the torch peers' the most "
+            "(see --omp-wait-policy passive); compare rows of this run only"
+        )
     for line in problems:
         print(f"NOTE: {line}")
     print()
@@ -678,12 +766,17 @@ def main(argv=None) -> int:
     if KS in summary and FLOOR in summary:
         print(f"keras_spiking / floor = {summary[KS]['over_floor']:.2f}x")
     for peer in (SNNTORCH, NORSE):
-        if peer in summary and FLOOR in summary:
-            print(
-                f"{peer} / floor = {summary[peer]['over_floor']:.2f}x "
-                f"(the most any dense path can gain over {peer} here); "
-                f"{peer} / keras_spiking = {1.0 / summary[peer]['over_keras_spiking']:.2f}x"
+        if peer not in summary:
+            continue
+        parts = []
+        if KS in summary:
+            parts.append(f"{peer} / keras_spiking = {summary[peer]['over_keras_spiking']:.2f}x")
+        if FLOOR in summary:
+            parts.append(
+                f"{peer} / floor = {summary[peer]['over_floor']:.2f}x (the most any dense "
+                f"path can gain over {peer} here)"
             )
+        print("; ".join(parts))
     load_end = os.getloadavg()
     print(f"Load average at the end: {', '.join(f'{v:.2f}' for v in load_end)}.")
 
@@ -698,9 +791,16 @@ def main(argv=None) -> int:
     if args.json:
         info["load_average_at_end"] = load_end
         payload = {
-            "workload": {"batch": args.batch, "steps": args.steps, "density": args.density,
-                         "seed": args.seed, "inputs": N_IN, "hidden": N_HIDDEN,
-                         "outputs": N_OUT, "beta": BETA},
+            "workload": {
+                "batch": args.batch,
+                "steps": args.steps,
+                "density": args.density,
+                "seed": args.seed,
+                "inputs": N_IN,
+                "hidden": N_HIDDEN,
+                "outputs": N_OUT,
+                "beta": BETA,
+            },
             "timing": {"warmup": args.warmup, "repeats": args.repeats, "order": args.order},
             "machine": info,
             "problems": problems,

@@ -36,7 +36,8 @@ class SpikingSequence(keras.layers.Layer):
             streaming a long sequence in chunks); needs a fixed batch size. ``reset_states()``
             sets them back to zero.
         jit_compile: XLA-compile the time scan (default True; set False where XLA is missing).
-        check_inputs: raise a clear error on NaN or infinite inputs (a cheap check per call).
+        check_inputs: raise a clear error on NaN or infinite inputs (checked on the final
+            states, a few elements per call; see ``_check_finite``).
         **cell_kwargs: the neuron parameters, passed to the layer's cell.
 
     Call arguments:
@@ -120,17 +121,33 @@ class SpikingSequence(keras.layers.Layer):
         for state in self.states:
             state.assign(tf.zeros_like(state))
 
-    def _check(self, inputs):
+    def _check_rank(self, inputs):
         if inputs.shape.rank != 3:
             raise ValueError(
                 f"{type(self).__name__} expects inputs of shape [batch, time, features], got "
                 f"shape {tuple(inputs.shape)}"
             )
-        if self.check_inputs:
-            inputs = tf.debugging.assert_all_finite(
-                inputs, f"{type(self).__name__} ({self.name}): inputs contain NaN or inf"
+        if not self.return_sequences and inputs.shape[1] == 0:
+            raise ValueError(
+                f"{type(self).__name__}(return_sequences=False) needs at least one time step, "
+                f"got inputs of shape {tuple(inputs.shape)}"
             )
-        return inputs
+
+    def _check_finite(self, outputs, final_states):
+        """Makes ``outputs`` fail with a clear error if any input was NaN or infinite.
+
+        Every state of every model here stays non-finite once a non-finite value entered it
+        (``beta * NaN``, ``inf - theta``, ``inf * 0`` are all non-finite), so checking the small
+        final states catches a bad value anywhere in the inputs, for a few [batch, units]
+        elements instead of the whole [batch, time, features] input.
+        """
+        message = (
+            f"{type(self).__name__} ({self.name}): inputs contain NaN or inf (or the neuron "
+            "state overflowed)"
+        )
+        checks = [tf.debugging.assert_all_finite(state, message) for state in final_states]
+        with tf.control_dependencies(checks):
+            return tf.identity(outputs), [tf.identity(state) for state in final_states]
 
     def _initial_states(self, inputs, initial_state):
         if initial_state is not None:
@@ -149,24 +166,23 @@ class SpikingSequence(keras.layers.Layer):
         return [tf.zeros([batch, self.units], self.compute_dtype) for _ in self.state_names]
 
     def call(self, inputs, initial_state=None, training=None):
-        inputs = self._check(tf.cast(inputs, self.compute_dtype))
-        if not self.return_sequences and inputs.shape[1] == 0:
-            raise ValueError(
-                f"{type(self).__name__}(return_sequences=False) needs at least one time step, "
-                f"got inputs of shape {tuple(inputs.shape)}"
-            )
-        currents = tf.transpose(self.cell.input_current(inputs), [1, 0, 2])  # time-major
+        inputs = tf.cast(inputs, self.compute_dtype)
+        self._check_rank(inputs)
+        currents = self.cell.input_current(inputs)  # [batch, time, units], one matmul
         outputs, final_states = self._scan(currents, self._initial_states(inputs, initial_state))
+        if self.check_inputs:
+            outputs, final_states = self._check_finite(outputs, final_states)
         if self.stateful:
             for variable, value in zip(self.states, final_states):
                 variable.assign(tf.cast(value, variable.dtype))
-        outputs = tf.transpose(outputs, [1, 0, 2]) if self.return_sequences else outputs[-1]
+        if not self.return_sequences:
+            outputs = outputs[:, -1]
         if self.return_state:
             return [outputs, *final_states]
         return outputs
 
     def _scan(self, currents, states):
-        """Runs the neuron model over time-major currents; returns (outputs, final states)."""
+        """Runs the neuron model over [batch, time, units] currents; returns (outputs, states)."""
         raise NotImplementedError
 
     def compute_output_shape(self, inputs_shape, initial_state_shape=None):
@@ -248,6 +264,7 @@ class LIF(SpikingSequence):
             reset=self.cell.reset,
             detach_reset=self.cell.detach_reset,
             jit=self.jit_compile,
+            decay_grad=self.cell.train_time_constants,
         )
         return spikes, [v, s]
 
@@ -291,6 +308,7 @@ class CubaLIF(SpikingSequence):
             reset=self.cell.reset,
             detach_reset=self.cell.detach_reset,
             jit=self.jit_compile,
+            decay_grad=self.cell.train_time_constants,
         )
         return spikes, [i, v]
 
@@ -319,6 +337,11 @@ class LI(SpikingSequence):
     state_names = ("v",)
 
     def _scan(self, currents, states):
-        v_all = scan.li_scan(currents, states[0], self.cell.decay("tau_mem"), jit=self.jit_compile)
-        last = v_all[-1] if currents.shape[0] != 0 else states[0]
-        return v_all, [last]
+        v_all, v_last = scan.li_scan(
+            currents,
+            states[0],
+            self.cell.decay("tau_mem"),
+            jit=self.jit_compile,
+            decay_grad=self.cell.train_time_constants,
+        )
+        return v_all, [v_last]

@@ -14,7 +14,9 @@ compiled with XLA by default (``jit=True``):
   (the tests compare both passes against autodiff of those step functions and against
   float64 finite differences).
 
-All tensors here are time-major ``[time, batch, n]``; decay factors ``alpha``/``beta`` are
+Inputs and outputs are batch-major ``[batch, time, n]`` like the layers (the loops read step
+``t`` with a strided slice and keep their own per-step buffers time-major, so only the outputs
+are transposed, fused with the pass that computes them); decay factors ``alpha``/``beta`` are
 ``[n]`` vectors (broadcast scalars before calling, so their gradients come out per neuron).
 """
 
@@ -53,6 +55,15 @@ def _zeros_if_none(grad, like):
     return tf.zeros_like(like) if grad is None else grad
 
 
+def _batch_major(x):
+    """[T, batch, n] -> [batch, T, n]: the loops run time-major, the layers talk batch-major."""
+    return tf.transpose(x, [1, 0, 2])
+
+
+def _time_major(x):
+    return tf.transpose(x, [1, 0, 2])
+
+
 def _spikes(u, threshold):
     return tf.where(u > threshold, tf.ones_like(u), tf.zeros_like(u))
 
@@ -85,10 +96,10 @@ def _array(like, num_steps):
 # LIF
 # --------------------------------------------------------------------------------------------
 def _lif_forward(currents, v0, s0, beta, rec, *, threshold, reset, recurrent):
-    num_steps = tf.shape(currents)[0]
+    num_steps = tf.shape(currents)[1]
 
     def body(t, v, s, u_seq):
-        current = currents[t]
+        current = currents[:, t]
         if recurrent:
             current = current + tf.matmul(s, rec)
         u = beta * v + current
@@ -97,7 +108,7 @@ def _lif_forward(currents, v0, s0, beta, rec, *, threshold, reset, recurrent):
 
     v, s, u_seq = _time_loop(num_steps, body, (v0, s0, _array(v0, num_steps)))
     u_all = u_seq.stack()
-    return _spikes(u_all, threshold), u_all, v, s
+    return _batch_major(_spikes(u_all, threshold)), u_all, v, s
 
 
 def _lif_backward(
@@ -115,18 +126,21 @@ def _lif_backward(
     detach_reset,
     surrogate,
     recurrent,
+    decay_grad,
 ):
     num_steps = tf.shape(u_all)[0]
-    s_all = _spikes(u_all, threshold)
-    d_all = surrogate.derivative(u_all - threshold)
-    if reset == "subtract":
-        dv_du = None if detach_reset else 1.0 - threshold * d_all
-    else:
-        dv_du = (1.0 - s_all) if detach_reset else (1.0 - s_all) - u_all * d_all
-    gs_d = g_spikes * d_all  # the part of dL/du[t] that comes straight from S[t]
 
     def body(t, g_v, g_s_rec, g_u_seq):
-        g_u = (g_v if dv_du is None else g_v * dv_du[t]) + gs_d[t] + g_s_rec * d_all[t]
+        # Spikes and surrogate derivatives are recomputed from u[t] inside the loop body, where
+        # XLA fuses them with the update instead of materialising [T, batch, n] temporaries.
+        u = u_all[t]
+        d = surrogate.derivative(u - threshold)
+        if reset == "subtract":
+            g_from_v = g_v if detach_reset else g_v * (1.0 - threshold * d)
+        else:
+            keep = 1.0 - _spikes(u, threshold)
+            g_from_v = g_v * (keep if detach_reset else keep - u * d)
+        g_u = g_from_v + (g_spikes[:, t] + g_s_rec) * d
         # Without recurrence only the final spikes' gradient (at t = T-1) enters here.
         if recurrent:
             g_s_rec = tf.matmul(g_u, rec, transpose_b=True)
@@ -138,15 +152,19 @@ def _lif_backward(
         num_steps, body, (g_v_last, g_s_last, _array(v0, num_steps)), reverse=True
     )
     g_u = g_u_seq.stack()
-    v_prev = tf.concat([v0[None], _reset(u_all, s_all, threshold, reset)[:-1]], axis=0)
-    g_beta = tf.reduce_sum(g_u * v_prev, axis=[0, 1])
+    g_beta = tf.zeros_like(beta)
+    if decay_grad or recurrent:
+        s_all = _spikes(u_all, threshold)
+    if decay_grad:
+        v_prev = tf.concat([v0[None], _reset(u_all, s_all, threshold, reset)[:-1]], axis=0)
+        g_beta = tf.reduce_sum(g_u * v_prev, axis=[0, 1])
     if recurrent:
         s_prev = tf.concat([s0[None], s_all[:-1]], axis=0)
         n = tf.shape(u_all)[-1]
         g_rec = tf.matmul(tf.reshape(s_prev, [-1, n]), tf.reshape(g_u, [-1, n]), transpose_a=True)
     else:
         g_rec = tf.zeros_like(rec)
-    return g_u, g_v0, g_s0, g_beta, g_rec
+    return _batch_major(g_u), g_v0, g_s0, g_beta, g_rec
 
 
 def lif_scan(
@@ -161,11 +179,12 @@ def lif_scan(
     reset: str = "subtract",
     detach_reset: bool = True,
     jit: bool = True,
+    decay_grad: bool = True,
 ):
     """Runs a LIF population over time; see :func:`keras_spiking.dynamics.lif_step`.
 
     Args:
-        currents: feed-forward input currents, time-major [T, batch, n].
+        currents: feed-forward input currents, [batch, T, n].
         v0: initial membrane [batch, n].
         s0: initial spikes [batch, n] (used by the recurrent input only).
         beta: membrane decay per step, [n].
@@ -175,16 +194,18 @@ def lif_scan(
         reset: "subtract" or "zero".
         detach_reset: no gradient through the reset term.
         jit: XLA-compile the forward and backward loops.
+        decay_grad: compute the gradient of the decay factors; with False they are treated
+            as constants and get a zero gradient (saves a pass over [T, batch, n]).
 
     Returns:
-        ``(spikes [T, batch, n], v_last [batch, n], s_last [batch, n])``.
+        ``(spikes [batch, T, n], v_last [batch, n], s_last [batch, n])``.
     """
     recurrent = recurrent_kernel is not None
     rec = recurrent_kernel if recurrent else tf.zeros([0], currents.dtype)
     fwd = _compiled(
         _lif_forward,
         jit,
-        num_steps=currents.shape[0],
+        num_steps=currents.shape[1],
         threshold=threshold,
         reset=reset,
         recurrent=recurrent,
@@ -192,12 +213,13 @@ def lif_scan(
     bwd = _compiled(
         _lif_backward,
         jit,
-        num_steps=currents.shape[0],
+        num_steps=currents.shape[1],
         threshold=threshold,
         reset=reset,
         detach_reset=detach_reset,
         surrogate=surrogate,
         recurrent=recurrent,
+        decay_grad=decay_grad,
     )
 
     @tf.custom_gradient
@@ -225,11 +247,11 @@ def lif_scan(
 # Current-based LIF
 # --------------------------------------------------------------------------------------------
 def _cuba_forward(currents, i0, v0, alpha, beta, rec, *, threshold, reset, recurrent):
-    num_steps = tf.shape(currents)[0]
+    num_steps = tf.shape(currents)[1]
 
     def body(t, i, v, i_seq, v_seq):
         s = _spikes(v, threshold)
-        current = currents[t]
+        current = currents[:, t]
         if recurrent:
             current = current + tf.matmul(s, rec)
         v_next = _reset(beta * v + i, s, threshold, reset)
@@ -239,7 +261,7 @@ def _cuba_forward(currents, i0, v0, alpha, beta, rec, *, threshold, reset, recur
         num_steps, body, (i0, v0, _array(v0, num_steps), _array(v0, num_steps))
     )
     v_all = v_seq.stack()
-    return _spikes(v_all, threshold), i_seq.stack(), v_all, i, v
+    return _batch_major(_spikes(v_all, threshold)), i_seq.stack(), v_all, i, v
 
 
 def _cuba_backward(
@@ -257,42 +279,49 @@ def _cuba_backward(
     detach_reset,
     surrogate,
     recurrent,
+    decay_grad,
 ):
     num_steps = tf.shape(v_all)[0]
-    s_all = _spikes(v_all, threshold)
-    d_all = surrogate.derivative(v_all - threshold)
-    gs_d = g_spikes * d_all
-    keep = None if reset == "subtract" else 1.0 - s_all  # d(reset(pre))/d(pre), detached
-    pre_all = beta * v_all + i_all
 
     def body(t, g_i, g_v, g_x_seq, g_pre_seq):
-        # g_i, g_v: dL/dI[t+1], dL/dU[t+1]
-        g_pre = g_v if keep is None else g_v * keep[t]
-        g_s_extra = tf.matmul(g_i, rec, transpose_b=True) if recurrent else None
-        if not detach_reset:
-            reset_grad = -threshold * g_v if reset == "subtract" else -pre_all[t] * g_v
-            g_s_extra = reset_grad if g_s_extra is None else g_s_extra + reset_grad
-        g_v_now = beta * g_pre + gs_d[t]
-        if g_s_extra is not None:
-            g_v_now = g_v_now + g_s_extra * d_all[t]
+        # g_i, g_v: dL/dI[t+1], dL/dU[t+1]; spikes and surrogate recomputed from U[t]
+        v = v_all[t]
+        d = surrogate.derivative(v - threshold)
+        if reset == "subtract":
+            g_pre = g_v  # d(reset(pre))/d(pre) with the spike detached
+            g_s = g_spikes[:, t] if detach_reset else g_spikes[:, t] - threshold * g_v
+        else:
+            g_pre = g_v * (1.0 - _spikes(v, threshold))
+            g_s = g_spikes[:, t]
+            if not detach_reset:
+                g_s = g_s - (beta * v + i_all[t]) * g_v
+        if recurrent:
+            g_s = g_s + tf.matmul(g_i, rec, transpose_b=True)
+        g_v_now = beta * g_pre + g_s * d
         g_i_now = g_pre + alpha * g_i
-        return g_i_now, g_v_now, g_x_seq.write(t, g_i), g_pre_seq.write(t, g_pre)
+        if decay_grad:
+            g_pre_seq = g_pre_seq.write(t, g_pre)
+        return g_i_now, g_v_now, g_x_seq.write(t, g_i), g_pre_seq
 
+    pre_size = num_steps if decay_grad else 0
     g_i0, g_v0, g_x_seq, g_pre_seq = _time_loop(
         num_steps,
         body,
-        (g_i_last, g_v_last, _array(g_v_last, num_steps), _array(g_v_last, num_steps)),
+        (g_i_last, g_v_last, _array(g_v_last, num_steps), _array(g_v_last, pre_size)),
         reverse=True,
     )
     g_x = g_x_seq.stack()
-    g_alpha = tf.reduce_sum(g_x * i_all, axis=[0, 1])
-    g_beta = tf.reduce_sum(g_pre_seq.stack() * v_all, axis=[0, 1])
+    g_alpha, g_beta = tf.zeros_like(alpha), tf.zeros_like(beta)
+    if decay_grad:
+        g_alpha = tf.reduce_sum(g_x * i_all, axis=[0, 1])
+        g_beta = tf.reduce_sum(g_pre_seq.stack() * v_all, axis=[0, 1])
     if recurrent:
+        s_all = _spikes(v_all, threshold)
         n = tf.shape(v_all)[-1]
         g_rec = tf.matmul(tf.reshape(s_all, [-1, n]), tf.reshape(g_x, [-1, n]), transpose_a=True)
     else:
         g_rec = tf.zeros_like(rec)
-    return g_x, g_i0, g_v0, g_alpha, g_beta, g_rec
+    return _batch_major(g_x), g_i0, g_v0, g_alpha, g_beta, g_rec
 
 
 def cuba_lif_scan(
@@ -308,11 +337,12 @@ def cuba_lif_scan(
     reset: str = "subtract",
     detach_reset: bool = True,
     jit: bool = True,
+    decay_grad: bool = True,
 ):
     """Runs a current-based LIF population over time; see :func:`dynamics.cuba_lif_step`.
 
     Args:
-        currents: feed-forward synaptic drive ``W S_in[n]``, time-major [T, batch, n].
+        currents: feed-forward synaptic drive ``W S_in[n]``, [batch, T, n].
         i0: initial synaptic current [batch, n].
         v0: initial membrane [batch, n].
         alpha: synaptic decay per step, [n].
@@ -323,16 +353,18 @@ def cuba_lif_scan(
         reset: "subtract" or "zero".
         detach_reset: no gradient through the reset term.
         jit: XLA-compile the forward and backward loops.
+        decay_grad: compute the gradient of the decay factors; with False they are treated
+            as constants and get a zero gradient (saves a pass over [T, batch, n]).
 
     Returns:
-        ``(spikes [T, batch, n], i_last [batch, n], v_last [batch, n])``.
+        ``(spikes [batch, T, n], i_last [batch, n], v_last [batch, n])``.
     """
     recurrent = recurrent_kernel is not None
     rec = recurrent_kernel if recurrent else tf.zeros([0], currents.dtype)
     fwd = _compiled(
         _cuba_forward,
         jit,
-        num_steps=currents.shape[0],
+        num_steps=currents.shape[1],
         threshold=threshold,
         reset=reset,
         recurrent=recurrent,
@@ -340,12 +372,13 @@ def cuba_lif_scan(
     bwd = _compiled(
         _cuba_backward,
         jit,
-        num_steps=currents.shape[0],
+        num_steps=currents.shape[1],
         threshold=threshold,
         reset=reset,
         detach_reset=detach_reset,
         surrogate=surrogate,
         recurrent=recurrent,
+        decay_grad=decay_grad,
     )
 
     @tf.custom_gradient
@@ -373,53 +406,61 @@ def cuba_lif_scan(
 # Leaky integrator
 # --------------------------------------------------------------------------------------------
 def _li_forward(currents, v0, beta):
-    num_steps = tf.shape(currents)[0]
+    num_steps = tf.shape(currents)[1]
 
     def body(t, v, v_seq):
-        v = beta * v + currents[t]
+        v = beta * v + currents[:, t]
         return v, v_seq.write(t, v)
 
     v, v_seq = _time_loop(num_steps, body, (v0, _array(v0, num_steps)))
-    return v_seq.stack()
+    return _batch_major(v_seq.stack()), v
 
 
-def _li_backward(g_v_all, v_all, v0, beta):
-    num_steps = tf.shape(v_all)[0]
+def _li_backward(g_v_all, g_v_last, v_all, v0, beta, *, decay_grad):
+    num_steps = tf.shape(v_all)[1]
 
     def body(t, g_v, g_seq):
-        g = g_v_all[t] + g_v
+        g = g_v_all[:, t] + g_v
         return beta * g, g_seq.write(t, g)
 
-    g_v0, g_seq = _time_loop(
-        num_steps, body, (tf.zeros_like(v0), _array(v0, num_steps)), reverse=True
-    )
-    g_x = g_seq.stack()
-    v_prev = tf.concat([v0[None], v_all[:-1]], axis=0)
-    return g_x, g_v0, tf.reduce_sum(g_x * v_prev, axis=[0, 1])
+    g_v0, g_seq = _time_loop(num_steps, body, (g_v_last, _array(v0, num_steps)), reverse=True)
+    g_x = g_seq.stack()  # time-major
+    if not decay_grad:
+        return _batch_major(g_x), g_v0, tf.zeros_like(beta)
+    v_prev = tf.concat([v0[None], _time_major(v_all)[:-1]], axis=0)
+    return _batch_major(g_x), g_v0, tf.reduce_sum(g_x * v_prev, axis=[0, 1])
 
 
-def li_scan(currents, v0, beta, *, jit: bool = True):
+def li_scan(currents, v0, beta, *, jit: bool = True, decay_grad: bool = True):
     """Runs a leaky integrator over time; see :func:`keras_spiking.dynamics.li_step`.
 
     Args:
-        currents: input currents, time-major [T, batch, n].
+        currents: input currents, [batch, T, n].
         v0: initial membrane [batch, n].
         beta: decay per step, [n].
         jit: XLA-compile the forward and backward loops.
+        decay_grad: compute the gradient of the decay factors; with False they are treated
+            as constants and get a zero gradient (saves a pass over [T, batch, n]).
 
     Returns:
-        The membrane at every step, [T, batch, n] (its last row is the final state).
+        ``(v [batch, T, n], v_last [batch, n])``: the membrane at every step and the final one.
     """
-    fwd = _compiled(_li_forward, jit, num_steps=currents.shape[0])
-    bwd = _compiled(_li_backward, jit, num_steps=currents.shape[0])
+    fwd = _compiled(_li_forward, jit, num_steps=currents.shape[1])
+    bwd = _compiled(_li_backward, jit, num_steps=currents.shape[1], decay_grad=decay_grad)
 
     @tf.custom_gradient
     def scan(currents, v0, beta):
-        v_all = fwd(currents, v0, beta)
+        v_all, v_last = fwd(currents, v0, beta)
 
-        def grad(g_v_all):
-            return bwd(g_v_all, v_all, v0, beta)
+        def grad(g_v_all, g_v_last):
+            return bwd(
+                _zeros_if_none(g_v_all, v_all),
+                _zeros_if_none(g_v_last, v_last),
+                v_all,
+                v0,
+                beta,
+            )
 
-        return v_all, grad
+        return (v_all, v_last), grad
 
     return scan(currents, v0, beta)

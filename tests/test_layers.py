@@ -366,11 +366,17 @@ def test_mismatched_features():
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_inputs(bad):
-    x = np.zeros((1, 4, 2), "float32")
-    x[0, 2, 1] = bad
+@pytest.mark.parametrize("step", [0, 3])  # the first and the last time step
+@pytest.mark.parametrize("layer_cls", [layers.LIF, layers.CubaLIF, layers.LI])
+def test_non_finite_inputs(jit_compile, layer_cls, step, bad):
+    x = np.full((2, 4, 2), 0.5, "float32")
+    x[1, step, 1] = bad
+    layer = layer_cls(3, jit_compile=jit_compile)
     with pytest.raises(tf.errors.InvalidArgumentError, match="inputs contain NaN or inf"):
-        layers.LIF(3)(x)
+        layer(x)
+    model = keras.Sequential([keras.Input((4, 2)), layer_cls(3, jit_compile=jit_compile)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="inputs contain NaN or inf"):
+        model.predict(x, verbose=0)  # inside a tf.function graph too
 
 
 @pytest.mark.parametrize(

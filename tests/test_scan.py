@@ -73,8 +73,8 @@ def test_lif_scan_matches_step_autodiff(jit, reset, detach, recurrent):
     weights = [rng.normal(size=(T, B, N)), rng.normal(size=(B, N)), rng.normal(size=(B, N))]
 
     def fused(c, v, s, b, r):
-        return scan.lif_scan(
-            c,
+        out = scan.lif_scan(
+            tf.transpose(c, [1, 0, 2]),  # the scans take batch-major inputs
             v,
             s,
             b,
@@ -85,6 +85,7 @@ def test_lif_scan_matches_step_autodiff(jit, reset, detach, recurrent):
             detach_reset=detach,
             jit=jit,
         )
+        return (tf.transpose(out[0], [1, 0, 2]), *out[1:])  # back to time-major
 
     def reference(c, v, s, b, r):
         return _unrolled_lif(c, v, s, b, r if recurrent else None, 1.0, sur, reset, detach)
@@ -119,8 +120,8 @@ def test_cuba_scan_matches_step_autodiff(jit, reset, detach, recurrent):
     weights = [rng.normal(size=(T, B, N)), rng.normal(size=(B, N)), rng.normal(size=(B, N))]
 
     def fused(c, i, v, a, b, r):
-        return scan.cuba_lif_scan(
-            c,
+        out = scan.cuba_lif_scan(
+            tf.transpose(c, [1, 0, 2]),  # the scans take batch-major inputs
             i,
             v,
             a,
@@ -132,6 +133,7 @@ def test_cuba_scan_matches_step_autodiff(jit, reset, detach, recurrent):
             detach_reset=detach,
             jit=jit,
         )
+        return (tf.transpose(out[0], [1, 0, 2]), *out[1:])
 
     def reference(c, i, v, a, b, r):
         return _unrolled_cuba(c, i, v, a, b, r if recurrent else None, 1.0, sur, reset, detach)
@@ -153,18 +155,23 @@ def test_cuba_scan_matches_step_autodiff(jit, reset, detach, recurrent):
 def test_li_scan_matches_step_autodiff(jit):
     rng = np.random.default_rng(3)
     args = [rng.normal(size=(T, B, N)), rng.normal(size=(B, N)), rng.uniform(0.5, 0.99, N)]
-    weights = [rng.normal(size=(T, B, N))]
+    weights = [rng.normal(size=(T, B, N)), rng.normal(size=(B, N))]
 
     def reference(c, v, b):
         out = []
         for t in range(T):
             v = dynamics.li_step(v, c[t], beta=b)
             out.append(v)
-        return (tf.stack(out),)
+        return tf.stack(out), v
 
-    out_f, g_f = _grads(lambda c, v, b: (scan.li_scan(c, v, b, jit=jit),), args, weights)
+    def fused(c, v, b):
+        v_all, v_last = scan.li_scan(tf.transpose(c, [1, 0, 2]), v, b, jit=jit)
+        return tf.transpose(v_all, [1, 0, 2]), v_last
+
+    out_f, g_f = _grads(fused, args, weights)
     out_r, g_r = _grads(reference, args, weights)
-    np.testing.assert_allclose(out_f[0], out_r[0], rtol=1e-12)
+    for a, b in zip(out_f, out_r):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
     for a, b in zip(g_f, g_r):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
@@ -173,7 +180,7 @@ def test_li_scan_matches_step_autodiff(jit):
 def test_zero_time_steps(jit):
     v0 = tf.ones([2, 3])
     spikes, v, s = scan.lif_scan(
-        tf.zeros([0, 2, 3]),
+        tf.zeros([2, 0, 3]),
         v0,
         tf.zeros([2, 3]),
         tf.ones([3]) * 0.9,
@@ -181,5 +188,5 @@ def test_zero_time_steps(jit):
         surrogate=surrogates.get("triangle"),
         jit=jit,
     )
-    assert spikes.shape == (0, 2, 3)
+    assert spikes.shape == (2, 0, 3)
     np.testing.assert_array_equal(v.numpy(), v0.numpy())
