@@ -8,7 +8,8 @@ import pytest
 
 from keras_spiking import datasets
 
-REAL_MNIST = Path("/work/shared/data/mnist")
+# the project keeps full MNIST in shared/ beside the checkout (../shared/data/mnist)
+REAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
 # ------------------------------------------------------------------------------ Yin-Yang
