@@ -12,6 +12,7 @@ Everything goes to ``outputs/demo/`` (override with ``--out``). About a minute o
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import textwrap
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\nSaved {out / 'model.keras'} and exported {out / 'saved_model'}; reloading both "
         "in a fresh process ..."
     )
-    subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(out)], check=True)
+    quiet = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}  # no TF C++ banner in the child
+    subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(out)], check=True, env=quiet)
 
     ok = True
     for kind in ("keras", "saved_model"):

@@ -397,7 +397,7 @@ class SpikeRasterPlot(keras.callbacks.Callback):
         if (epoch + 1) % self.every != 0:
             return
         names = self._layer_names()
-        spikes = metrics._layer_spikes(self.model, self.x)
+        spikes = metrics.spike_trains(self.model, self.x)
         for name in names:
             train = spikes[name][0]
             if train.ndim == 1:  # return_sequences=False: a single step

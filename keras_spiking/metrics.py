@@ -242,8 +242,17 @@ def _checked_names(model: keras.Model) -> list[str]:
     return names
 
 
-def _layer_spikes(model: keras.Model, x) -> dict[str, np.ndarray]:
-    """The outputs of every spiking layer for one batch ``x``, as numpy arrays, by name."""
+def spike_trains(model: keras.Model, x) -> dict[str, np.ndarray]:
+    """The spikes of every spiking layer for one batch ``x``, by layer name.
+
+    Args:
+        model: a built Sequential or functional model.
+        x: one batch of inputs (keep it small: the whole ``[batch, time, units]`` spike
+            tensor of every spiking layer is returned).
+
+    Returns:
+        Per spiking layer name, its 0/1 output as a NumPy array ``[batch, time, units]``.
+    """
     names = _checked_names(model)
     spikes, _ = _probe_function(model, with_output=False)(_prepare_inputs(model, x))
     return {name: keras.ops.convert_to_numpy(s) for name, s in zip(names, spikes, strict=True)}

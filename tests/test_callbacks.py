@@ -83,7 +83,7 @@ def test_plot_spike_raster_validates_its_input():
 
 def test_raster_of_model_spikes_matches_the_hand_computed_spikes():
     model = hand_model()
-    spikes = metrics._layer_spikes(model, X[:1])["lif"][0]
+    spikes = metrics.spike_trains(model, X[:1])["lif"][0]
     np.testing.assert_array_equal(spikes, SPIKES_SAMPLE0)
     figure = callbacks.plot_spike_raster(spikes)
     assert len(figure.axes[0].collections[0].get_offsets()) == 13  # 5 + 8 spikes

@@ -227,3 +227,13 @@ def test_spike_rate_config_round_trips():
     assert metrics.SpikeRate.from_config(config).dt == 2e-3
     with pytest.raises(ValueError, match="dt.*0"):
         metrics.SpikeRate(dt=0)
+
+
+def test_spike_trains_are_the_layer_outputs():
+    model = keras.Sequential(
+        [keras.Input((6, 2)), layers.LIF(3, kernel_initializer="ones", name="lif"), layers.LI(2)]
+    )
+    x = np.full((2, 6, 2), 0.4, "float32")
+    trains = metrics.spike_trains(model, x)
+    assert list(trains) == ["lif"]
+    np.testing.assert_array_equal(trains["lif"], model.layers[0](x).numpy())
