@@ -17,6 +17,7 @@ from keras_spiking import (  # noqa: E402
     losses,
     metrics,
     scan,
+    src,
     surrogates,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "losses",
     "metrics",
     "scan",
+    "src",
     "surrogates",
     "__version__",
 ]

@@ -338,3 +338,8 @@ class LICell(NeuronCell):
         ):
             config.pop(name)
         return config
+
+
+from keras_spiking.src import SpikingRecurrentCell  # noqa: E402
+
+__all__ = ["NeuronCell", "LIFCell", "CubaLIFCell", "LICell", "SpikingRecurrentCell"]

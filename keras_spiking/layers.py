@@ -345,3 +345,9 @@ class LI(SpikingSequence):
             decay_grad=self.cell.train_time_constants,
         )
         return v_all, [v_last]
+
+
+# The Spiking Recurrent Cell's layer lives in its own module; exported here with the others.
+from keras_spiking.src import SRC  # noqa: E402
+
+__all__ = ["SpikingSequence", "LIF", "CubaLIF", "LI", "SRC"]
