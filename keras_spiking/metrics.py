@@ -37,6 +37,15 @@ DEFAULT_BATCH_SIZE = 32
 """Samples per forward pass when ``batch_size`` is None (as in ``keras.Model.predict``)."""
 
 
+def _events(outputs: np.ndarray) -> np.ndarray:
+    """0/1 events of a spiking layer's output: 1 where the output is > 0.
+
+    For LIF / CubaLIF this is the spike train itself; for the SRC's graded pulses every step of
+    a pulse counts (a pulse lasts a few steps, so SRC rates count pulse steps, not pulses).
+    """
+    return (outputs > 0).astype(outputs.dtype)
+
+
 def _is_spiking(layer) -> bool:
     return bool(getattr(layer, "spiking", False))
 
@@ -251,11 +260,14 @@ def spike_trains(model: keras.Model, x) -> dict[str, np.ndarray]:
             tensor of every spiking layer is returned).
 
     Returns:
-        Per spiking layer name, its 0/1 output as a NumPy array ``[batch, time, units]``.
+        Per spiking layer name, its 0/1 events (output > 0) as a NumPy array
+        ``[batch, time, units]``.
     """
     names = _checked_names(model)
     spikes, _ = _probe_function(model, with_output=False)(_prepare_inputs(model, x))
-    return {name: keras.ops.convert_to_numpy(s) for name, s in zip(names, spikes, strict=True)}
+    return {
+        name: _events(keras.ops.convert_to_numpy(s)) for name, s in zip(names, spikes, strict=True)
+    }
 
 
 def _spike_counts(
@@ -277,7 +289,7 @@ def _spike_counts(
     for batch in _batches(x, batch_size):
         spikes, _ = run(batch)
         for name, s in zip(names, spikes, strict=True):
-            s = keras.ops.convert_to_numpy(s).astype("float64")
+            s = _events(keras.ops.convert_to_numpy(s)).astype("float64")
             s = s.reshape(-1, s.shape[-1])  # [batch * time, units]
             counts[name] = counts.get(name, 0.0) + s.sum(axis=0)
             steps[name] += s.shape[0]

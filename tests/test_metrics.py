@@ -237,3 +237,19 @@ def test_spike_trains_are_the_layer_outputs():
     trains = metrics.spike_trains(model, x)
     assert list(trains) == ["lif"]
     np.testing.assert_array_equal(trains["lif"], model.layers[0](x).numpy())
+
+
+def test_graded_pulses_count_as_events():
+    """SRC outputs graded pulses; rates count the steps where the output is > 0."""
+    model = keras.Sequential(
+        [
+            keras.Input((60, 1)),
+            layers.SRC(2, kernel_initializer=keras.initializers.Constant(0.6), name="src"),
+        ]
+    )
+    x = np.ones((1, 60, 1), "float32")
+    out = model(x).numpy()
+    assert np.any((out > 0) & (out < 1))  # graded, not 0/1
+    trains = metrics.spike_trains(model, x)["src"]
+    np.testing.assert_array_equal(trains, (out > 0).astype(out.dtype))
+    np.testing.assert_allclose(metrics.firing_rates(model, x)["src"], (out > 0).mean(axis=(0, 1)))
