@@ -127,6 +127,7 @@ def _lif_backward(
     surrogate,
     recurrent,
     decay_grad,
+    final_spike_grad,
 ):
     num_steps = tf.shape(u_all)[0]
 
@@ -140,11 +141,14 @@ def _lif_backward(
         else:
             keep = 1.0 - _spikes(u, threshold)
             g_from_v = g_v * (keep if detach_reset else keep - u * d)
-        g_u = g_from_v + (g_spikes[:, t] + g_s_rec) * d
-        # Without recurrence only the final spikes' gradient (at t = T-1) enters here.
+        g_s = g_spikes[:, t]
+        if recurrent or final_spike_grad:
+            g_s = g_s + g_s_rec
+        g_u = g_from_v + g_s * d
         if recurrent:
             g_s_rec = tf.matmul(g_u, rec, transpose_b=True)
-        else:
+        elif final_spike_grad:
+            # without recurrence the final spikes' gradient enters at t = T-1 only
             g_s_rec = tf.zeros_like(g_s_rec)
         return beta * g_u, g_s_rec, g_u_seq.write(t, g_u)
 
@@ -210,24 +214,28 @@ def lif_scan(
         reset=reset,
         recurrent=recurrent,
     )
-    bwd = _compiled(
-        _lif_backward,
-        jit,
-        num_steps=currents.shape[1],
-        threshold=threshold,
-        reset=reset,
-        detach_reset=detach_reset,
-        surrogate=surrogate,
-        recurrent=recurrent,
-        decay_grad=decay_grad,
-    )
+
+    def bwd(final_spike_grad):
+        return _compiled(
+            _lif_backward,
+            jit,
+            num_steps=currents.shape[1],
+            threshold=threshold,
+            reset=reset,
+            detach_reset=detach_reset,
+            surrogate=surrogate,
+            recurrent=recurrent,
+            decay_grad=decay_grad,
+            final_spike_grad=final_spike_grad,
+        )
 
     @tf.custom_gradient
     def scan(currents, v0, s0, beta, rec):
         spikes, u_all, v_last, s_last = fwd(currents, v0, s0, beta, rec)
 
         def grad(g_spikes, g_v_last, g_s_last):
-            return bwd(
+            # a gradient on the final spikes exists only when the caller uses that state
+            return bwd(final_spike_grad=g_s_last is not None)(
                 _zeros_if_none(g_spikes, spikes),
                 _zeros_if_none(g_v_last, v_last),
                 _zeros_if_none(g_s_last, s_last),
