@@ -1,6 +1,7 @@
 """Spiking Recurrent Cell: hand-checked traces, periodic pulses, f-I curve, gradients against
-float64 finite differences of a NumPy oracle, equality with keras.layers.RNN(cell), masking,
-stateful streaming, serialization, argument errors and training."""
+float64 finite differences of a NumPy oracle (XLA and plain paths), XLA path == plain path
+(outputs, states, gradients, a few Adam steps in fit), equality with keras.layers.RNN(cell),
+masking, stateful streaming, serialization, argument errors and training."""
 
 import keras
 import numpy as np
@@ -126,13 +127,14 @@ def test_src_step_is_pure():
 
 
 # ---- gradients -----------------------------------------------------------------------------------
-def _two_layer_model(steps, slope):
+def _two_layer_model(steps, slope, jit_compile=True):
     return keras.Sequential(
         [
             keras.Input((steps, 3), dtype="float64"),
             SRC(
                 4,
                 slow_gate_slope=slope,
+                jit_compile=jit_compile,
                 kernel_initializer=keras.initializers.RandomNormal(0.4, 0.3, seed=3),
                 bias_initializer=keras.initializers.RandomUniform(-6.0, -5.0, seed=4),
                 dtype="float64",
@@ -140,6 +142,7 @@ def _two_layer_model(steps, slope):
             SRC(
                 2,
                 slow_gate_slope=slope,
+                jit_compile=jit_compile,
                 kernel_initializer=keras.initializers.RandomNormal(1.5, 0.5, seed=5),
                 dtype="float64",
             ),
@@ -147,12 +150,13 @@ def _two_layer_model(steps, slope):
     )
 
 
+@pytest.mark.parametrize("jit_compile", [True, False], ids=["xla", "plain"])
 @pytest.mark.parametrize("slope", [10.0, None], ids=["sigmoid_gate", "heaviside_gate"])
-def test_gradients_match_finite_differences(slope, rng):
+def test_gradients_match_finite_differences(slope, jit_compile, rng):
     steps = 40
     x = rng.uniform(0.3, 1.0, (3, steps, 3))
     readout = rng.normal(size=(3, steps, 2))
-    model = _two_layer_model(steps, slope)
+    model = _two_layer_model(steps, slope, jit_compile)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(model(x) * readout)
     grads = [g.numpy() for g in tape.gradient(loss, model.trainable_weights)]
@@ -220,6 +224,97 @@ def test_detach_recurrent_changes_only_the_gradient(rng):
         grads.append(tape.gradient(loss, layer.trainable_weights)[0].numpy())
     np.testing.assert_array_equal(outs[0], outs[1])
     assert outs[0].any() and not np.allclose(grads[0], grads[1])
+
+
+# ---- XLA path == plain path ----------------------------------------------------------------------
+XLA_CASES = [
+    dict(),
+    dict(slow_gate_slope=None, detach_recurrent=True),
+    dict(straight_through=True, z=[0.0, 0.2, 0.1], alpha=[0.9, 0.8, 0.95], rho=2.5),
+]
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["no_mask", "mask"])
+@pytest.mark.parametrize("options", XLA_CASES, ids=["default", "heaviside_detach", "st_per_neuron"])
+def test_xla_path_equals_plain_path(options, masked, rng):
+    # same outputs, final states and gradients (weights, inputs, initial states) in float64
+    x = rng.uniform(0.0, 1.0, (3, 35, 4))
+    mask = None
+    if masked:
+        mask = np.ones((3, 35), bool)
+        mask[0, 4:9] = False
+        mask[2, 30:] = False
+    init = [rng.normal(0.0, 0.3, (3, 3)) for _ in range(3)]
+    weight = rng.normal(size=(3, 35, 3))
+    kernel = rng.normal(0.5, 0.3, (4, 3))
+    results = []
+    for jit_compile in (False, True):
+        layer = SRC(3, return_state=True, jit_compile=jit_compile, dtype="float64", **options)
+        layer.build(x.shape)
+        layer.cell.set_weights([kernel, np.array([-6.0, -5.0, -4.5])])
+        inputs = [tf.constant(x)] + [tf.constant(s) for s in init]
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            out, i, h, hs = layer(inputs[0], initial_state=inputs[1:], mask=mask)
+            loss = tf.reduce_sum(out * weight) + tf.reduce_sum(h**2) + tf.reduce_sum(hs * i)
+        # with detach_recurrent, h0 and h_s0 get no gradient (None on the plain path)
+        grads = tape.gradient(loss, layer.trainable_weights + inputs, unconnected_gradients="zero")
+        results.append([t.numpy() for t in (out, i, h, hs, *grads)])
+    assert results[0][0].any()
+    for plain, xla in zip(*results):
+        np.testing.assert_allclose(xla, plain, rtol=1e-9, atol=1e-11)
+
+
+def test_xla_path_last_output_and_gradient(rng):
+    x = rng.uniform(0.3, 1.0, (2, 20, 3))
+    mask = np.ones((2, 20), bool)
+    mask[1, 15:] = False
+    results = []
+    for jit_compile in (False, True):
+        layer = SRC(
+            4,
+            return_sequences=False,
+            jit_compile=jit_compile,
+            kernel_initializer=keras.initializers.RandomNormal(0.5, 0.3, seed=7),
+            dtype="float64",
+        )
+        with tf.GradientTape() as tape:
+            out = layer(x, mask=mask)
+            loss = tf.reduce_sum(out * np.arange(1.0, 5.0))
+        results.append([out.numpy()] + [g.numpy() for g in tape.gradient(loss, layer.weights)])
+    for plain, xla in zip(*results):
+        np.testing.assert_allclose(xla, plain, rtol=1e-9, atol=1e-12)
+
+
+def test_xla_path_in_compiled_fit_matches_plain(rng):
+    # model.fit (a tf.function) through both paths: same weights after a few Adam steps
+    y = rng.integers(0, 2, 32)
+    x = (rng.uniform(size=(32, 20, 4)) < 0.1 + 0.4 * y[:, None, None]).astype("float64")
+    weights = []
+    for jit_compile in (False, True):
+        model = keras.Sequential(
+            [
+                keras.Input((20, 4), dtype="float64"),
+                SRC(
+                    6,
+                    jit_compile=jit_compile,
+                    kernel_initializer=keras.initializers.RandomNormal(0.5, 0.5, seed=0),
+                    dtype="float64",
+                ),
+                keras.layers.GlobalAveragePooling1D(dtype="float64"),
+                keras.layers.Dense(
+                    2, kernel_initializer=keras.initializers.GlorotUniform(seed=1), dtype="float64"
+                ),
+            ]
+        )
+        model.compile(
+            keras.optimizers.Adam(0.05),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+        weights.append(model.get_weights())
+    for plain, xla in zip(*weights):
+        np.testing.assert_allclose(xla, plain, rtol=1e-7, atol=1e-9)
 
 
 # ---- layer == keras.layers.RNN(cell) -------------------------------------------------------------
@@ -371,6 +466,7 @@ LAYER_KWARGS = dict(
     return_state=True,
     stateful=False,
     return_sequences=False,
+    jit_compile=False,
 )
 
 
@@ -427,6 +523,7 @@ def test_keras_file_round_trip(tmp_path, rng):
         (dict(detach_recurrent="yes"), "`detach_recurrent` must be True or False"),
         (dict(straight_through=None), "`straight_through` must be True or False"),
         (dict(return_sequences=1), "`return_sequences` must be True or False"),
+        (dict(jit_compile="no"), "`jit_compile` must be True or False, got 'no'"),
     ],
 )
 def test_bad_arguments(kwargs, match):
