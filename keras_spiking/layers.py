@@ -22,7 +22,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from keras_spiking import cells, scan
+from keras_spiking import cells, ops, scan
 
 
 class SpikingSequence(keras.layers.Layer):
@@ -38,13 +38,19 @@ class SpikingSequence(keras.layers.Layer):
         jit_compile: XLA-compile the time scan (default True; set False where XLA is missing).
         check_inputs: raise a clear error on NaN or infinite inputs (checked on the final
             states, a few elements per call; see ``_check_finite``).
+        use_custom_ops: ``"auto"`` (default: the global setting of :mod:`keras_spiking.ops`),
+            True (require the C++ kernels) or False (pure TF). The kernels (event-driven
+            synaptic input for sparse inputs, fused LIF/CubaLIF scans) run in training and
+            eager calls; graph-traced inference and anything saved or exported use standard
+            TF ops. Both paths give the same numbers up to float32 rounding.
         **cell_kwargs: the neuron parameters, passed to the layer's cell.
 
     Call arguments:
         inputs: ``[batch, time, features]`` float tensor.
         initial_state: optional list of ``[batch, units]`` tensors (see the cell's
             ``state_size``); default zeros, or the stored states when ``stateful``.
-        training: unused (no dropout), accepted for the Keras contract.
+        training: no dropout here; selects where the custom kernels may run (see
+            ``use_custom_ops``).
     """
 
     cell_class: type[cells.NeuronCell] = cells.NeuronCell
@@ -59,6 +65,7 @@ class SpikingSequence(keras.layers.Layer):
         stateful: bool = False,
         jit_compile: bool = True,
         check_inputs: bool = True,
+        use_custom_ops: str | bool = "auto",
         name: str | None = None,
         dtype=None,
         trainable: bool = True,
@@ -72,6 +79,7 @@ class SpikingSequence(keras.layers.Layer):
         self.stateful = bool(stateful)
         self.jit_compile = bool(jit_compile)
         self.check_inputs = bool(check_inputs)
+        self.use_custom_ops = ops.validate_setting(use_custom_ops)
         self.spiking = self.cell.spiking
         # XLA for the whole train step is slower on CPU than our own XLA scan between plain
         # TF matmuls, so `compile(jit_compile="auto")` should not pick it for these layers.
@@ -165,11 +173,34 @@ class SpikingSequence(keras.layers.Layer):
         batch = tf.shape(inputs)[0]
         return [tf.zeros([batch, self.units], self.compute_dtype) for _ in self.state_names]
 
+    def _kernels_active(self, inputs, training) -> bool:
+        """Whether this call runs the C++ kernels (see ``use_custom_ops``)."""
+        if self.use_custom_ops is False or inputs.dtype not in ops.KERNEL_DTYPES:
+            return False
+        # graph-traced inference (predict, export, serving) keeps to standard TF ops, so no
+        # saved or exported model ever depends on the kernel library
+        if not (training or tf.executing_eagerly()):
+            return False
+        return ops.enabled(self.use_custom_ops)
+
+    def _input_current(self, inputs, kernels: bool):
+        if not kernels:
+            return self.cell.input_current(inputs)  # [batch, time, units], one matmul
+        current = ops.synaptic_input(inputs, self.cell.kernel)
+        if self.cell.bias is not None:
+            current = current + tf.cast(self.cell.bias, inputs.dtype)
+        return current
+
     def call(self, inputs, initial_state=None, training=None):
         inputs = tf.cast(inputs, self.compute_dtype)
         self._check_rank(inputs)
-        currents = self.cell.input_current(inputs)  # [batch, time, units], one matmul
-        outputs, final_states = self._scan(currents, self._initial_states(inputs, initial_state))
+        kernels = self._kernels_active(inputs, training)
+        currents = self._input_current(inputs, kernels)
+        states = self._initial_states(inputs, initial_state)
+        if kernels and self._fused_scan_supported():
+            outputs, final_states = self._kernel_scan(currents, states)
+        else:
+            outputs, final_states = self._scan(currents, states)
         if self.check_inputs:
             outputs, final_states = self._check_finite(outputs, final_states)
         if self.stateful:
@@ -183,6 +214,14 @@ class SpikingSequence(keras.layers.Layer):
 
     def _scan(self, currents, states):
         """Runs the neuron model over [batch, time, units] currents; returns (outputs, states)."""
+        raise NotImplementedError
+
+    def _fused_scan_supported(self) -> bool:
+        """Whether a fused C++ scan implements this layer's configuration."""
+        return False
+
+    def _kernel_scan(self, currents, states):
+        """``_scan`` by the fused C++ kernel (only called when it is supported)."""
         raise NotImplementedError
 
     def compute_output_shape(self, inputs_shape, initial_state_shape=None):
@@ -206,6 +245,7 @@ class SpikingSequence(keras.layers.Layer):
                 "stateful": self.stateful,
                 "jit_compile": self.jit_compile,
                 "check_inputs": self.check_inputs,
+                "use_custom_ops": self.use_custom_ops,
             }
         )
         return config
@@ -268,6 +308,25 @@ class LIF(SpikingSequence):
         )
         return spikes, [v, s]
 
+    def _fused_scan_supported(self) -> bool:
+        return self.cell.recurrent_kernel is None and ops.supports(
+            self.cell.surrogate, self.compute_dtype
+        )
+
+    def _kernel_scan(self, currents, states):
+        spikes, v, s = ops.lif_scan(
+            currents,
+            states[0],
+            states[1],
+            self.cell.decay("tau_mem"),
+            threshold=self.cell.threshold,
+            surrogate=self.cell.surrogate,
+            reset=self.cell.reset,
+            detach_reset=self.cell.detach_reset,
+            decay_grad=self.cell.train_time_constants,
+        )
+        return spikes, [v, s]
+
 
 @keras.saving.register_keras_serializable(package="keras_spiking")
 class CubaLIF(SpikingSequence):
@@ -308,6 +367,26 @@ class CubaLIF(SpikingSequence):
             reset=self.cell.reset,
             detach_reset=self.cell.detach_reset,
             jit=self.jit_compile,
+            decay_grad=self.cell.train_time_constants,
+        )
+        return spikes, [i, v]
+
+    def _fused_scan_supported(self) -> bool:
+        return self.cell.recurrent_kernel is None and ops.supports(
+            self.cell.surrogate, self.compute_dtype
+        )
+
+    def _kernel_scan(self, currents, states):
+        spikes, i, v = ops.cuba_lif_scan(
+            currents,
+            states[0],
+            states[1],
+            self.cell.decay("tau_syn"),
+            self.cell.decay("tau_mem"),
+            threshold=self.cell.threshold,
+            surrogate=self.cell.surrogate,
+            reset=self.cell.reset,
+            detach_reset=self.cell.detach_reset,
             decay_grad=self.cell.train_time_constants,
         )
         return spikes, [i, v]

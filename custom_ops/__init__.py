@@ -1,0 +1,7 @@
+"""C++ sources of keras_spiking's TensorFlow custom ops (installed as ``keras_spiking.custom_ops``).
+
+``sparse_spike_matmul.cc`` holds the event-driven synaptic propagation, ``neuron_scan.cc`` the
+fused LIF / CubaLIF time scans, ``common.h`` the surrogate derivatives and thread-pool helper.
+:mod:`keras_spiking.ops` compiles them on first use (``python -m keras_spiking.ops build`` does it
+ahead of time) and loads the library lazily.
+"""

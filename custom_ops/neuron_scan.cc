@@ -1,0 +1,641 @@
+// Fused time scans of the LIF and current-based LIF neurons (forward and surrogate-gradient
+// BPTT backward), one op each instead of a while loop of small TF ops. The semantics are those
+// of keras_spiking/scan.py without recurrent weights (a recurrent layer keeps the TF scan):
+//
+//   LIF:     u[t] = beta * v[t-1] + x[t];  S[t] = H(u[t] - theta);
+//            v[t] = u[t] - theta S[t]  (reset "subtract")  or  u[t] (1 - S[t])  ("zero")
+//   CubaLIF: S[t] = H(U[t] - theta);  I[t+1] = alpha I[t] + x[t];
+//            U[t+1] = beta U[t] + I[t] - theta S[t]  or  (beta U[t] + I[t]) (1 - S[t])
+//
+// Tensors are batch-major [batch, T, n]; decays `alpha`, `beta` are per neuron [n]; the
+// threshold is a scalar tensor. Each batch row is independent, so rows run in parallel on
+// TF's intra-op threads; a row's state vector [n] stays in L1 while it steps through time.
+// The backward recomputes spikes and surrogate derivatives from the stored membrane.
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/framework/tensor_shape.h"
+
+namespace keras_spiking {
+
+using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Status;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+using ::tensorflow::shape_inference::DimensionHandle;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+namespace errors = ::tensorflow::errors;
+
+namespace {
+
+// Shape function helpers: `seq` inputs are [batch, T, n], `state` inputs [batch, n], `decay`
+// inputs [n], and the threshold a scalar; dimensions are merged so mismatches fail early.
+struct ScanDims {
+  DimensionHandle batch, steps, units;
+};
+
+Status MergeSeq(InferenceContext* c, int index, ScanDims* d) {
+  ShapeHandle s;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(index), 3, &s));
+  TF_RETURN_IF_ERROR(c->Merge(d->batch, c->Dim(s, 0), &d->batch));
+  TF_RETURN_IF_ERROR(c->Merge(d->steps, c->Dim(s, 1), &d->steps));
+  return c->Merge(d->units, c->Dim(s, 2), &d->units);
+}
+
+Status MergeState(InferenceContext* c, int index, ScanDims* d) {
+  ShapeHandle s;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(index), 2, &s));
+  TF_RETURN_IF_ERROR(c->Merge(d->batch, c->Dim(s, 0), &d->batch));
+  return c->Merge(d->units, c->Dim(s, 1), &d->units);
+}
+
+Status MergeDecay(InferenceContext* c, int index, ScanDims* d) {
+  ShapeHandle s;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(index), 1, &s));
+  return c->Merge(d->units, c->Dim(s, 0), &d->units);
+}
+
+Status CheckScalar(InferenceContext* c, int index) {
+  ShapeHandle s;
+  return c->WithRank(c->input(index), 0, &s);
+}
+
+ScanDims Unknown(InferenceContext* c) {
+  return {c->UnknownDim(), c->UnknownDim(), c->UnknownDim()};
+}
+
+}  // namespace
+
+REGISTER_OP("KerasSpiking>LifScan")
+    .Input("currents: T")
+    .Input("v0: T")
+    .Input("beta: T")
+    .Input("threshold: T")
+    .Output("spikes: T")
+    .Output("membrane: T")
+    .Output("v_last: T")
+    .Attr("reset: {'subtract', 'zero'} = 'subtract'")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ScanDims d = Unknown(c);
+      TF_RETURN_IF_ERROR(MergeSeq(c, 0, &d));
+      TF_RETURN_IF_ERROR(MergeState(c, 1, &d));
+      TF_RETURN_IF_ERROR(MergeDecay(c, 2, &d));
+      TF_RETURN_IF_ERROR(CheckScalar(c, 3));
+      ShapeHandle seq = c->MakeShape({d.batch, d.steps, d.units});
+      c->set_output(0, seq);
+      c->set_output(1, seq);
+      c->set_output(2, c->Matrix(d.batch, d.units));
+      return Status();
+    })
+    .Doc("LIF scan: spikes, pre-reset membrane u[t] and the final membrane.");
+
+REGISTER_OP("KerasSpiking>LifScanGrad")
+    .Input("grad_spikes: T")
+    .Input("grad_v_last: T")
+    .Input("membrane: T")
+    .Input("v0: T")
+    .Input("beta: T")
+    .Input("threshold: T")
+    .Output("grad_currents: T")
+    .Output("grad_v0: T")
+    .Output("grad_beta: T")
+    .Attr("reset: {'subtract', 'zero'} = 'subtract'")
+    .Attr("detach_reset: bool = true")
+    .Attr("surrogate: string")
+    .Attr("scale: float")
+    .Attr("decay_grad: bool = true")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ScanDims d = Unknown(c);
+      TF_RETURN_IF_ERROR(MergeSeq(c, 0, &d));
+      TF_RETURN_IF_ERROR(MergeState(c, 1, &d));
+      TF_RETURN_IF_ERROR(MergeSeq(c, 2, &d));
+      TF_RETURN_IF_ERROR(MergeState(c, 3, &d));
+      TF_RETURN_IF_ERROR(MergeDecay(c, 4, &d));
+      TF_RETURN_IF_ERROR(CheckScalar(c, 5));
+      c->set_output(0, c->MakeShape({d.batch, d.steps, d.units}));
+      c->set_output(1, c->Matrix(d.batch, d.units));
+      c->set_output(2, c->Vector(d.units));
+      return Status();
+    })
+    .Doc("Surrogate-gradient BPTT of LifScan.");
+
+REGISTER_OP("KerasSpiking>CubaLifScan")
+    .Input("currents: T")
+    .Input("i0: T")
+    .Input("v0: T")
+    .Input("alpha: T")
+    .Input("beta: T")
+    .Input("threshold: T")
+    .Output("spikes: T")
+    .Output("synaptic: T")
+    .Output("membrane: T")
+    .Output("i_last: T")
+    .Output("v_last: T")
+    .Attr("reset: {'subtract', 'zero'} = 'subtract'")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ScanDims d = Unknown(c);
+      TF_RETURN_IF_ERROR(MergeSeq(c, 0, &d));
+      TF_RETURN_IF_ERROR(MergeState(c, 1, &d));
+      TF_RETURN_IF_ERROR(MergeState(c, 2, &d));
+      TF_RETURN_IF_ERROR(MergeDecay(c, 3, &d));
+      TF_RETURN_IF_ERROR(MergeDecay(c, 4, &d));
+      TF_RETURN_IF_ERROR(CheckScalar(c, 5));
+      ShapeHandle seq = c->MakeShape({d.batch, d.steps, d.units});
+      ShapeHandle state = c->Matrix(d.batch, d.units);
+      for (int k = 0; k < 3; ++k) c->set_output(k, seq);
+      c->set_output(3, state);
+      c->set_output(4, state);
+      return Status();
+    })
+    .Doc("Current-based LIF scan: spikes, I[t], U[t] (states entering step t), final states.");
+
+REGISTER_OP("KerasSpiking>CubaLifScanGrad")
+    .Input("grad_spikes: T")
+    .Input("grad_i_last: T")
+    .Input("grad_v_last: T")
+    .Input("synaptic: T")
+    .Input("membrane: T")
+    .Input("alpha: T")
+    .Input("beta: T")
+    .Input("threshold: T")
+    .Output("grad_currents: T")
+    .Output("grad_i0: T")
+    .Output("grad_v0: T")
+    .Output("grad_alpha: T")
+    .Output("grad_beta: T")
+    .Attr("reset: {'subtract', 'zero'} = 'subtract'")
+    .Attr("detach_reset: bool = true")
+    .Attr("surrogate: string")
+    .Attr("scale: float")
+    .Attr("decay_grad: bool = true")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ScanDims d = Unknown(c);
+      TF_RETURN_IF_ERROR(MergeSeq(c, 0, &d));
+      TF_RETURN_IF_ERROR(MergeState(c, 1, &d));
+      TF_RETURN_IF_ERROR(MergeState(c, 2, &d));
+      TF_RETURN_IF_ERROR(MergeSeq(c, 3, &d));
+      TF_RETURN_IF_ERROR(MergeSeq(c, 4, &d));
+      TF_RETURN_IF_ERROR(MergeDecay(c, 5, &d));
+      TF_RETURN_IF_ERROR(MergeDecay(c, 6, &d));
+      TF_RETURN_IF_ERROR(CheckScalar(c, 7));
+      ShapeHandle state = c->Matrix(d.batch, d.units);
+      c->set_output(0, c->MakeShape({d.batch, d.steps, d.units}));
+      c->set_output(1, state);
+      c->set_output(2, state);
+      c->set_output(3, c->Vector(d.units));
+      c->set_output(4, c->Vector(d.units));
+      return Status();
+    })
+    .Doc("Surrogate-gradient BPTT of CubaLifScan.");
+
+namespace {
+
+// Validates one input against the expected rank and dimensions (-1: any).
+Status CheckInput(const char* op, const char* name, const Tensor& t,
+                  std::initializer_list<int64_t> dims) {
+  if (t.dims() != static_cast<int>(dims.size())) {
+    return errors::InvalidArgument(op, ": `", name, "` must have rank ", dims.size(),
+                                   ", got shape ", t.shape().DebugString());
+  }
+  int axis = 0;
+  for (int64_t want : dims) {
+    if (want >= 0 && t.dim_size(axis) != want) {
+      return errors::InvalidArgument(op, ": `", name, "` has shape ", t.shape().DebugString(),
+                                     "; dimension ", axis, " must be ", want);
+    }
+    ++axis;
+  }
+  return Status();
+}
+
+// Shards [0, batch) into at most NumThreads contiguous parts; fn(part, begin, end). Returns the
+// number of parts (for per-part partial sums of the decay gradients).
+int64_t NumParts(OpKernelContext* context, int64_t batch) {
+  return std::max<int64_t>(1, std::min<int64_t>(batch, NumThreads(context)));
+}
+
+template <typename Fn>
+void ForEachPart(OpKernelContext* context, int64_t batch, int64_t parts, int64_t cost_per_row,
+                 Fn fn) {
+  const int64_t rows_per_part = (batch + parts - 1) / std::max<int64_t>(parts, 1);
+  ParallelRange(context, parts, rows_per_part * cost_per_row + 1,
+                [&](int64_t begin, int64_t end) {
+                  for (int64_t p = begin; p < end; ++p) {
+                    const int64_t b0 = p * rows_per_part;
+                    const int64_t b1 = std::min(batch, b0 + rows_per_part);
+                    if (b0 < b1) fn(p, b0, b1);
+                  }
+                });
+}
+
+// Sums the per-part partial decay gradients [parts, n] into out [n].
+template <typename T>
+void SumParts(const std::vector<T>& partial, int64_t parts, int64_t n, T* out) {
+  std::fill(out, out + n, T(0));
+  for (int64_t p = 0; p < parts; ++p) {
+    for (int64_t j = 0; j < n; ++j) out[j] += partial[p * n + j];
+  }
+}
+
+template <typename T>
+T ScalarValue(const Tensor& t) {
+  return t.scalar<T>()();
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+// LIF
+// ------------------------------------------------------------------------------------------
+template <typename T>
+class LifScanOp : public OpKernel {
+ public:
+  explicit LifScanOp(OpKernelConstruction* context) : OpKernel(context) {
+    std::string reset;
+    OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
+    reset_zero_ = reset == "zero";
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& currents = context->input(0);
+    OP_REQUIRES_OK(context, CheckInput("LifScan", "currents", currents, {-1, -1, -1}));
+    const int64_t batch = currents.dim_size(0), steps = currents.dim_size(1),
+                  n = currents.dim_size(2);
+    OP_REQUIRES_OK(context, CheckInput("LifScan", "v0", context->input(1), {batch, n}));
+    OP_REQUIRES_OK(context, CheckInput("LifScan", "beta", context->input(2), {n}));
+    OP_REQUIRES_OK(context, CheckInput("LifScan", "threshold", context->input(3), {}));
+    Tensor *spikes, *membrane, *v_last;
+    OP_REQUIRES_OK(context, context->allocate_output(0, currents.shape(), &spikes));
+    OP_REQUIRES_OK(context, context->allocate_output(1, currents.shape(), &membrane));
+    OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({batch, n}), &v_last));
+    const T* x = currents.flat<T>().data();
+    const T* v0 = context->input(1).flat<T>().data();
+    const T* beta = context->input(2).flat<T>().data();
+    const T theta = ScalarValue<T>(context->input(3));
+    T* s_out = spikes->flat<T>().data();
+    T* u_out = membrane->flat<T>().data();
+    T* v_out = v_last->flat<T>().data();
+    const bool reset_zero = reset_zero_;
+    ForEachPart(context, batch, NumParts(context, batch), steps * n * 6,
+                [&](int64_t, int64_t b0, int64_t b1) {
+                  for (int64_t b = b0; b < b1; ++b) {
+                    T* v = v_out + b * n;
+                    std::copy(v0 + b * n, v0 + (b + 1) * n, v);
+                    for (int64_t t = 0; t < steps; ++t) {
+                      const int64_t off = (b * steps + t) * n;
+                      const T* xt = x + off;
+                      T* st = s_out + off;
+                      T* ut = u_out + off;
+                      for (int64_t j = 0; j < n; ++j) {
+                        const T u = beta[j] * v[j] + xt[j];
+                        const T s = u > theta ? T(1) : T(0);
+                        ut[j] = u;
+                        st[j] = s;
+                        v[j] = reset_zero ? u * (T(1) - s) : u - theta * s;
+                      }
+                    }
+                  }
+                });
+  }
+
+ private:
+  bool reset_zero_ = false;
+};
+
+template <typename T>
+class LifScanGradOp : public OpKernel {
+ public:
+  explicit LifScanGradOp(OpKernelConstruction* context) : OpKernel(context) {
+    std::string reset, surrogate;
+    float scale;
+    OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
+    OP_REQUIRES_OK(context, context->GetAttr("detach_reset", &detach_reset_));
+    OP_REQUIRES_OK(context, context->GetAttr("surrogate", &surrogate));
+    OP_REQUIRES_OK(context, context->GetAttr("scale", &scale));
+    OP_REQUIRES_OK(context, context->GetAttr("decay_grad", &decay_grad_));
+    OP_REQUIRES(context, ParseSurrogate(surrogate, &surrogate_),
+                errors::InvalidArgument("LifScanGrad: unknown surrogate '", surrogate, "'"));
+    OP_REQUIRES(context, scale > 0,
+                errors::InvalidArgument("LifScanGrad: scale must be > 0, got ", scale));
+    reset_zero_ = reset == "zero";
+    scale_ = scale;
+  }
+
+  void Compute(OpKernelContext* context) override {
+    switch (surrogate_) {
+      case Surrogate::kFastSigmoid: return Run<Surrogate::kFastSigmoid>(context);
+      case Surrogate::kArcTan: return Run<Surrogate::kArcTan>(context);
+      case Surrogate::kSigmoid: return Run<Surrogate::kSigmoid>(context);
+      case Surrogate::kTriangle: return Run<Surrogate::kTriangle>(context);
+      case Surrogate::kExponential: return Run<Surrogate::kExponential>(context);
+      case Surrogate::kGaussian: return Run<Surrogate::kGaussian>(context);
+      case Surrogate::kStraightThrough: return Run<Surrogate::kStraightThrough>(context);
+    }
+  }
+
+ private:
+  template <Surrogate kShape>
+  void Run(OpKernelContext* context) {
+    const char* op = "LifScanGrad";
+    const Tensor& g_spikes = context->input(0);
+    OP_REQUIRES_OK(context, CheckInput(op, "grad_spikes", g_spikes, {-1, -1, -1}));
+    const int64_t batch = g_spikes.dim_size(0), steps = g_spikes.dim_size(1),
+                  n = g_spikes.dim_size(2);
+    OP_REQUIRES_OK(context, CheckInput(op, "grad_v_last", context->input(1), {batch, n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "membrane", context->input(2), {batch, steps, n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "v0", context->input(3), {batch, n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "beta", context->input(4), {n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "threshold", context->input(5), {}));
+    Tensor *g_x_t, *g_v0_t, *g_beta_t;
+    OP_REQUIRES_OK(context, context->allocate_output(0, g_spikes.shape(), &g_x_t));
+    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({batch, n}), &g_v0_t));
+    OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({n}), &g_beta_t));
+    const T* gs = g_spikes.flat<T>().data();
+    const T* g_v_last = context->input(1).flat<T>().data();
+    const T* u_all = context->input(2).flat<T>().data();
+    const T* v0 = context->input(3).flat<T>().data();
+    const T* beta = context->input(4).flat<T>().data();
+    const T theta = ScalarValue<T>(context->input(5));
+    T* g_x = g_x_t->flat<T>().data();
+    T* g_v0 = g_v0_t->flat<T>().data();
+    const T k = static_cast<T>(scale_);
+    const bool reset_zero = reset_zero_, detach = detach_reset_, decay_grad = decay_grad_;
+    const int64_t parts = NumParts(context, batch);
+    std::vector<T> partial(decay_grad ? parts * n : 0, T(0));
+    ForEachPart(context, batch, parts, steps * n * 12, [&](int64_t p, int64_t b0, int64_t b1) {
+      T* g_beta_part = decay_grad ? partial.data() + p * n : nullptr;
+      for (int64_t b = b0; b < b1; ++b) {
+        T* g_v = g_v0 + b * n;  // dL/dv[t], carried backward in place
+        std::copy(g_v_last + b * n, g_v_last + (b + 1) * n, g_v);
+        for (int64_t t = steps - 1; t >= 0; --t) {
+          const int64_t off = (b * steps + t) * n;
+          const T* ut = u_all + off;
+          const T* gst = gs + off;
+          T* gxt = g_x + off;
+          const T* u_prev = t > 0 ? u_all + off - n : nullptr;
+          const T* v_init = v0 + b * n;
+          for (int64_t j = 0; j < n; ++j) {
+            const T u = ut[j];
+            const T d = SurrogateDerivative<T>(kShape, k, u - theta);
+            const T s = u > theta ? T(1) : T(0);
+            T g_from_v;
+            if (reset_zero) {
+              g_from_v = g_v[j] * (detach ? T(1) - s : T(1) - s - u * d);
+            } else {
+              g_from_v = detach ? g_v[j] : g_v[j] * (T(1) - theta * d);
+            }
+            const T g_u = g_from_v + gst[j] * d;
+            gxt[j] = g_u;
+            if (decay_grad) {
+              T v_prev;
+              if (u_prev != nullptr) {
+                const T up = u_prev[j];
+                const T sp = up > theta ? T(1) : T(0);
+                v_prev = reset_zero ? up * (T(1) - sp) : up - theta * sp;
+              } else {
+                v_prev = v_init[j];
+              }
+              g_beta_part[j] += g_u * v_prev;
+            }
+            g_v[j] = beta[j] * g_u;
+          }
+        }
+      }
+    });
+    T* g_beta = g_beta_t->flat<T>().data();
+    if (decay_grad) {
+      SumParts(partial, parts, n, g_beta);
+    } else {
+      std::fill(g_beta, g_beta + n, T(0));
+    }
+  }
+
+  Surrogate surrogate_ = Surrogate::kFastSigmoid;
+  float scale_ = 1.0f;
+  bool reset_zero_ = false;
+  bool detach_reset_ = true;
+  bool decay_grad_ = true;
+};
+
+// ------------------------------------------------------------------------------------------
+// Current-based LIF
+// ------------------------------------------------------------------------------------------
+template <typename T>
+class CubaLifScanOp : public OpKernel {
+ public:
+  explicit CubaLifScanOp(OpKernelConstruction* context) : OpKernel(context) {
+    std::string reset;
+    OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
+    reset_zero_ = reset == "zero";
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const char* op = "CubaLifScan";
+    const Tensor& currents = context->input(0);
+    OP_REQUIRES_OK(context, CheckInput(op, "currents", currents, {-1, -1, -1}));
+    const int64_t batch = currents.dim_size(0), steps = currents.dim_size(1),
+                  n = currents.dim_size(2);
+    OP_REQUIRES_OK(context, CheckInput(op, "i0", context->input(1), {batch, n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "v0", context->input(2), {batch, n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "alpha", context->input(3), {n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "beta", context->input(4), {n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "threshold", context->input(5), {}));
+    Tensor *spikes, *i_all, *v_all, *i_last, *v_last;
+    OP_REQUIRES_OK(context, context->allocate_output(0, currents.shape(), &spikes));
+    OP_REQUIRES_OK(context, context->allocate_output(1, currents.shape(), &i_all));
+    OP_REQUIRES_OK(context, context->allocate_output(2, currents.shape(), &v_all));
+    OP_REQUIRES_OK(context, context->allocate_output(3, TensorShape({batch, n}), &i_last));
+    OP_REQUIRES_OK(context, context->allocate_output(4, TensorShape({batch, n}), &v_last));
+    const T* x = currents.flat<T>().data();
+    const T* i0 = context->input(1).flat<T>().data();
+    const T* v0 = context->input(2).flat<T>().data();
+    const T* alpha = context->input(3).flat<T>().data();
+    const T* beta = context->input(4).flat<T>().data();
+    const T theta = ScalarValue<T>(context->input(5));
+    T* s_out = spikes->flat<T>().data();
+    T* i_out = i_all->flat<T>().data();
+    T* v_out = v_all->flat<T>().data();
+    T* i_state = i_last->flat<T>().data();
+    T* v_state = v_last->flat<T>().data();
+    const bool reset_zero = reset_zero_;
+    ForEachPart(context, batch, NumParts(context, batch), steps * n * 8,
+                [&](int64_t, int64_t b0, int64_t b1) {
+                  for (int64_t b = b0; b < b1; ++b) {
+                    T* cur = i_state + b * n;
+                    T* v = v_state + b * n;
+                    std::copy(i0 + b * n, i0 + (b + 1) * n, cur);
+                    std::copy(v0 + b * n, v0 + (b + 1) * n, v);
+                    for (int64_t t = 0; t < steps; ++t) {
+                      const int64_t off = (b * steps + t) * n;
+                      for (int64_t j = 0; j < n; ++j) {
+                        const T s = v[j] > theta ? T(1) : T(0);
+                        s_out[off + j] = s;
+                        i_out[off + j] = cur[j];
+                        v_out[off + j] = v[j];
+                        const T pre = beta[j] * v[j] + cur[j];
+                        v[j] = reset_zero ? pre * (T(1) - s) : pre - theta * s;
+                        cur[j] = alpha[j] * cur[j] + x[off + j];
+                      }
+                    }
+                  }
+                });
+  }
+
+ private:
+  bool reset_zero_ = false;
+};
+
+template <typename T>
+class CubaLifScanGradOp : public OpKernel {
+ public:
+  explicit CubaLifScanGradOp(OpKernelConstruction* context) : OpKernel(context) {
+    std::string reset, surrogate;
+    float scale;
+    OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
+    OP_REQUIRES_OK(context, context->GetAttr("detach_reset", &detach_reset_));
+    OP_REQUIRES_OK(context, context->GetAttr("surrogate", &surrogate));
+    OP_REQUIRES_OK(context, context->GetAttr("scale", &scale));
+    OP_REQUIRES_OK(context, context->GetAttr("decay_grad", &decay_grad_));
+    OP_REQUIRES(context, ParseSurrogate(surrogate, &surrogate_),
+                errors::InvalidArgument("CubaLifScanGrad: unknown surrogate '", surrogate, "'"));
+    OP_REQUIRES(context, scale > 0,
+                errors::InvalidArgument("CubaLifScanGrad: scale must be > 0, got ", scale));
+    reset_zero_ = reset == "zero";
+    scale_ = scale;
+  }
+
+  void Compute(OpKernelContext* context) override {
+    switch (surrogate_) {
+      case Surrogate::kFastSigmoid: return Run<Surrogate::kFastSigmoid>(context);
+      case Surrogate::kArcTan: return Run<Surrogate::kArcTan>(context);
+      case Surrogate::kSigmoid: return Run<Surrogate::kSigmoid>(context);
+      case Surrogate::kTriangle: return Run<Surrogate::kTriangle>(context);
+      case Surrogate::kExponential: return Run<Surrogate::kExponential>(context);
+      case Surrogate::kGaussian: return Run<Surrogate::kGaussian>(context);
+      case Surrogate::kStraightThrough: return Run<Surrogate::kStraightThrough>(context);
+    }
+  }
+
+ private:
+  template <Surrogate kShape>
+  void Run(OpKernelContext* context) {
+    const char* op = "CubaLifScanGrad";
+    const Tensor& g_spikes = context->input(0);
+    OP_REQUIRES_OK(context, CheckInput(op, "grad_spikes", g_spikes, {-1, -1, -1}));
+    const int64_t batch = g_spikes.dim_size(0), steps = g_spikes.dim_size(1),
+                  n = g_spikes.dim_size(2);
+    OP_REQUIRES_OK(context, CheckInput(op, "grad_i_last", context->input(1), {batch, n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "grad_v_last", context->input(2), {batch, n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "synaptic", context->input(3), {batch, steps, n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "membrane", context->input(4), {batch, steps, n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "alpha", context->input(5), {n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "beta", context->input(6), {n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "threshold", context->input(7), {}));
+    Tensor *g_x_t, *g_i0_t, *g_v0_t, *g_alpha_t, *g_beta_t;
+    OP_REQUIRES_OK(context, context->allocate_output(0, g_spikes.shape(), &g_x_t));
+    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({batch, n}), &g_i0_t));
+    OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({batch, n}), &g_v0_t));
+    OP_REQUIRES_OK(context, context->allocate_output(3, TensorShape({n}), &g_alpha_t));
+    OP_REQUIRES_OK(context, context->allocate_output(4, TensorShape({n}), &g_beta_t));
+    const T* gs = g_spikes.flat<T>().data();
+    const T* g_i_last = context->input(1).flat<T>().data();
+    const T* g_v_last = context->input(2).flat<T>().data();
+    const T* i_all = context->input(3).flat<T>().data();
+    const T* v_all = context->input(4).flat<T>().data();
+    const T* alpha = context->input(5).flat<T>().data();
+    const T* beta = context->input(6).flat<T>().data();
+    const T theta = ScalarValue<T>(context->input(7));
+    T* g_x = g_x_t->flat<T>().data();
+    T* g_i0 = g_i0_t->flat<T>().data();
+    T* g_v0 = g_v0_t->flat<T>().data();
+    const T k = static_cast<T>(scale_);
+    const bool reset_zero = reset_zero_, detach = detach_reset_, decay_grad = decay_grad_;
+    const int64_t parts = NumParts(context, batch);
+    std::vector<T> partial(decay_grad ? 2 * parts * n : 0, T(0));
+    ForEachPart(context, batch, parts, steps * n * 14, [&](int64_t p, int64_t b0, int64_t b1) {
+      T* g_alpha_part = decay_grad ? partial.data() + p * n : nullptr;
+      T* g_beta_part = decay_grad ? partial.data() + (parts + p) * n : nullptr;
+      for (int64_t b = b0; b < b1; ++b) {
+        T* g_i = g_i0 + b * n;  // dL/dI[t+1], carried backward in place
+        T* g_v = g_v0 + b * n;  // dL/dU[t+1]
+        std::copy(g_i_last + b * n, g_i_last + (b + 1) * n, g_i);
+        std::copy(g_v_last + b * n, g_v_last + (b + 1) * n, g_v);
+        for (int64_t t = steps - 1; t >= 0; --t) {
+          const int64_t off = (b * steps + t) * n;
+          for (int64_t j = 0; j < n; ++j) {
+            const T v = v_all[off + j];
+            const T cur = i_all[off + j];
+            const T d = SurrogateDerivative<T>(kShape, k, v - theta);
+            const T s = v > theta ? T(1) : T(0);
+            T g_pre, g_s = gs[off + j];
+            if (reset_zero) {
+              g_pre = g_v[j] * (T(1) - s);
+              if (!detach) g_s -= (beta[j] * v + cur) * g_v[j];
+            } else {
+              g_pre = g_v[j];
+              if (!detach) g_s -= theta * g_v[j];
+            }
+            g_x[off + j] = g_i[j];
+            if (decay_grad) {
+              g_alpha_part[j] += g_i[j] * cur;
+              g_beta_part[j] += g_pre * v;
+            }
+            const T g_v_now = beta[j] * g_pre + g_s * d;
+            g_i[j] = g_pre + alpha[j] * g_i[j];
+            g_v[j] = g_v_now;
+          }
+        }
+      }
+    });
+    T* g_alpha = g_alpha_t->flat<T>().data();
+    T* g_beta = g_beta_t->flat<T>().data();
+    if (decay_grad) {
+      SumParts(partial, parts, n, g_alpha);
+      std::vector<T> beta_part(partial.begin() + parts * n, partial.end());
+      SumParts(beta_part, parts, n, g_beta);
+    } else {
+      std::fill(g_alpha, g_alpha + n, T(0));
+      std::fill(g_beta, g_beta + n, T(0));
+    }
+  }
+
+  Surrogate surrogate_ = Surrogate::kFastSigmoid;
+  float scale_ = 1.0f;
+  bool reset_zero_ = false;
+  bool detach_reset_ = true;
+  bool decay_grad_ = true;
+};
+
+#define REGISTER_KERNELS(T)                                                               \
+  REGISTER_KERNEL_BUILDER(                                                                \
+      Name("KerasSpiking>LifScan").Device(DEVICE_CPU).TypeConstraint<T>("T"),             \
+      LifScanOp<T>);                                                                      \
+  REGISTER_KERNEL_BUILDER(                                                                \
+      Name("KerasSpiking>LifScanGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),         \
+      LifScanGradOp<T>);                                                                  \
+  REGISTER_KERNEL_BUILDER(                                                                \
+      Name("KerasSpiking>CubaLifScan").Device(DEVICE_CPU).TypeConstraint<T>("T"),         \
+      CubaLifScanOp<T>);                                                                  \
+  REGISTER_KERNEL_BUILDER(                                                                \
+      Name("KerasSpiking>CubaLifScanGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),     \
+      CubaLifScanGradOp<T>);
+
+REGISTER_KERNELS(float);
+REGISTER_KERNELS(double);
+#undef REGISTER_KERNELS
+
+}  // namespace keras_spiking

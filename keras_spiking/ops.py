@@ -1,0 +1,378 @@
+r"""Custom C++ kernels: event-driven synaptic input and fused neuron scans, with pure-TF twins.
+
+Two kinds of kernels accelerate the spiking layers on a CPU (sources in ``custom_ops/``):
+
+* :func:`sparse_spike_matmul` computes the synaptic input ``y = x W`` of ``x: [rows, n_in]``
+  iterating only over the nonzero entries of each row, so the work is
+  ``(active inputs) x n_out`` instead of ``rows x n_in x n_out``; its weight gradient
+  ``x^T g`` likewise. Values other than 0 and 1 are allowed and multiplied in, so the result
+  equals ``tf.matmul`` for any input (zeros are skipped; the one difference is that a NaN or
+  inf weight does not reach outputs whose input for it is zero). The input gradient
+  ``g W^T`` is dense and uses ``tf.matmul``.
+* :func:`lif_scan` and :func:`cuba_lif_scan` run a whole ``[batch, T, n]`` sequence of
+  (non-recurrent) LIF or current-based LIF neurons in one op, and the surrogate-gradient BPTT
+  backward in another, with the semantics of :mod:`keras_spiking.scan` (its ``lif_scan`` and
+  ``cuba_lif_scan`` are the pure-TF twins; the tests check forward passes and every gradient
+  against them and against float64 finite differences).
+
+Switching: every spiking sequence layer takes ``use_custom_ops="auto" | True | False``.
+``True`` requires the kernels (an error says how to rebuild if they cannot load); ``False``
+never uses them; ``"auto"`` (default) defers to the global setting, :func:`set_use_custom_ops`,
+whose default comes from the environment variable ``KERAS_SPIKING_CUSTOM_OPS``
+(``auto``/``1``/``0``); a global ``"auto"`` uses the kernels when the library builds and loads,
+and otherwise falls back to pure TF with one warning.
+
+Where the kernels run: in training calls (``training=True``, as in ``model.fit``) and in eager
+calls. Inference traced into a graph (``model.predict``, ``model.export``, serving) always uses
+standard TF ops, so a saved or exported model never needs the ``.so``. The numbers are the
+same on both paths up to float32 rounding (summation order).
+
+The library is compiled on first use (about 20-40 s, once per TF version and source change;
+see :mod:`keras_spiking._op_library` for the cache) or ahead of time with
+``python -m keras_spiking.ops build``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import tensorflow as tf
+
+from keras_spiking import _op_library
+from keras_spiking.surrogates import CustomSurrogate, Surrogate
+
+OpLibraryError = _op_library.OpLibraryError
+
+ENV_SETTING = "KERAS_SPIKING_CUSTOM_OPS"
+KERNEL_SURROGATES = (
+    "fast_sigmoid",
+    "arctan",
+    "sigmoid",
+    "triangle",
+    "exponential",
+    "gaussian",
+    "straight_through",
+)
+KERNEL_DTYPES = (tf.float32, tf.float64)
+# Above this fraction of nonzero inputs the dense matmul is faster than the event kernel on
+# the CPUs measured (benchmarks/sparse_ops.py: break-even near 15-20 % for both the forward
+# pass and the weight gradient); `synaptic_input` picks the path per call from a sample.
+DENSITY_CUTOFF = 0.15
+_DENSITY_SAMPLE_STRIDE = 8
+
+_lock = threading.Lock()
+_library = None
+_load_error: OpLibraryError | None = None
+_warned = False
+_global_setting: Any = None
+
+
+def validate_setting(value: Any, name: str = "use_custom_ops") -> str | bool:
+    """Returns ``value`` as ``"auto"``, True or False, or raises a ValueError naming ``name``."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered == "auto":
+            return "auto"
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+    elif value is True or value is False:
+        return value
+    raise ValueError(f"`{name}` must be 'auto', True or False, got {value!r}")
+
+
+def get_use_custom_ops() -> str | bool:
+    """The global setting: set by :func:`set_use_custom_ops`, else ``KERAS_SPIKING_CUSTOM_OPS``."""
+    if _global_setting is not None:
+        return _global_setting
+    return validate_setting(os.environ.get(ENV_SETTING, "auto"), ENV_SETTING)
+
+
+def set_use_custom_ops(value: str | bool | None) -> None:
+    """Sets the global setting (``None``: back to the environment variable's)."""
+    global _global_setting
+    _global_setting = None if value is None else validate_setting(value)
+
+
+@contextlib.contextmanager
+def use_custom_ops(value: str | bool) -> Iterator[None]:
+    """Context manager: the global setting is ``value`` inside the block."""
+    previous = _global_setting
+    set_use_custom_ops(value)
+    try:
+        yield
+    finally:
+        set_use_custom_ops(previous)
+
+
+def load(rebuild: bool = False):
+    """Builds (if needed) and loads the library; returns the op module.
+
+    Raises:
+        OpLibraryError: the compiler is missing, compiling failed, or the library was built
+            for another TensorFlow version; the message says how to rebuild.
+    """
+    global _library, _load_error
+    with _lock:
+        if rebuild:
+            _library, _load_error = None, None
+        if _library is None and _load_error is None:
+            try:
+                _library = _op_library.build_and_load(rebuild=rebuild)
+            except OpLibraryError as error:
+                _load_error = error
+        if _load_error is not None:
+            raise _load_error
+        return _library
+
+
+def available() -> bool:
+    """Whether the kernels load here (builds them on the first call)."""
+    try:
+        load()
+    except OpLibraryError:
+        return False
+    return True
+
+
+def enabled(setting: str | bool = "auto") -> bool:
+    """Resolves a layer's ``use_custom_ops`` against the global setting.
+
+    Returns True when the kernels should run. ``True`` (from the layer or, for a layer's
+    ``"auto"``, from the global setting) raises if the library cannot load; ``"auto"`` warns
+    once and returns False.
+    """
+    global _warned
+    setting = validate_setting(setting)
+    if setting == "auto":
+        setting = get_use_custom_ops()
+    if setting is False:
+        return False
+    if setting is True:
+        load()
+        return True
+    try:
+        load()
+    except OpLibraryError as error:
+        if not _warned:
+            _warned = True
+            warnings.warn(
+                f"{error}\nkeras_spiking falls back to its pure-TensorFlow path (same results, "
+                f"slower); set {ENV_SETTING}=0 to silence this.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return False
+    return True
+
+
+def supports(surrogate: Surrogate, dtype: tf.DType) -> bool:
+    """Whether the scan kernels implement this surrogate and dtype (else the TF scan runs)."""
+    return (
+        not isinstance(surrogate, CustomSurrogate)
+        and getattr(surrogate, "name", None) in KERNEL_SURROGATES
+        and tf.as_dtype(dtype) in KERNEL_DTYPES
+    )
+
+
+def _zeros_if_none(grad, like):
+    return tf.zeros_like(like) if grad is None else grad
+
+
+# --------------------------------------------------------------------------------------------
+# Synaptic input
+# --------------------------------------------------------------------------------------------
+def sparse_spike_matmul(spikes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """``spikes @ weights`` over the nonzero entries of ``spikes`` only (C++ kernel).
+
+    Args:
+        spikes: ``[..., n_in]`` float32/float64, typically 0/1 spikes (any values allowed).
+        weights: ``[n_in, n_out]``, same dtype.
+
+    Returns:
+        ``[..., n_out]``. Gradients: weights through the event kernel, spikes densely.
+    """
+    lib = load()
+    spikes = tf.convert_to_tensor(spikes)
+    weights = tf.convert_to_tensor(weights, spikes.dtype)
+    lead = tf.shape(spikes)[:-1]
+    flat = tf.reshape(spikes, [-1, tf.shape(spikes)[-1]])
+
+    @tf.custom_gradient
+    def matmul(flat, weights):
+        def grad(g):
+            g_spikes = tf.matmul(g, weights, transpose_b=True)
+            g_weights = lib.keras_spiking_sparse_spike_matmul_grad_weights(flat, g)
+            return g_spikes, g_weights
+
+        return lib.keras_spiking_sparse_spike_matmul(flat, weights), grad
+
+    out = matmul(flat, weights)
+    return tf.reshape(out, tf.concat([lead, tf.shape(weights)[-1:]], 0))
+
+
+def sparse_spike_matmul_reference(spikes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """Pure-TF twin of :func:`sparse_spike_matmul` (a dense matmul over the last axis)."""
+    spikes = tf.convert_to_tensor(spikes)
+    flat = tf.reshape(spikes, [-1, tf.shape(spikes)[-1]])
+    out = tf.matmul(flat, tf.cast(weights, spikes.dtype))
+    return tf.reshape(out, tf.concat([tf.shape(spikes)[:-1], tf.shape(weights)[-1:]], 0))
+
+
+def input_density(inputs: tf.Tensor) -> tf.Tensor:
+    """Fraction of nonzero entries, estimated from every 8th row (a cheap pass)."""
+    flat = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])[::_DENSITY_SAMPLE_STRIDE]
+    size = tf.maximum(tf.size(flat), 1)
+    return tf.cast(tf.math.count_nonzero(flat), tf.float32) / tf.cast(size, tf.float32)
+
+
+def synaptic_input(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """``inputs @ kernel`` by the event kernel when the inputs are sparse, else ``tf.matmul``.
+
+    Both branches compute the same product; the choice (sampled density below
+    :data:`DENSITY_CUTOFF`) only affects speed.
+    """
+    kernel = tf.cast(kernel, inputs.dtype)
+    return tf.cond(
+        input_density(inputs) < DENSITY_CUTOFF,
+        lambda: sparse_spike_matmul(inputs, kernel),
+        lambda: sparse_spike_matmul_reference(inputs, kernel),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Fused scans
+# --------------------------------------------------------------------------------------------
+def _last_spikes(spikes, s0):
+    steps = spikes.shape[1]
+    if steps is not None:
+        return spikes[:, -1] if steps > 0 else s0
+    return tf.cond(tf.shape(spikes)[1] > 0, lambda: spikes[:, -1], lambda: s0)
+
+
+def lif_scan(
+    currents,
+    v0,
+    s0,
+    beta,
+    *,
+    threshold: float,
+    surrogate: Surrogate,
+    reset: str = "subtract",
+    detach_reset: bool = True,
+    decay_grad: bool = True,
+):
+    """Fused-kernel twin of :func:`keras_spiking.scan.lif_scan` without recurrent weights.
+
+    Args:
+        currents: ``[batch, T, n]`` input currents.
+        v0, s0: initial membrane and spikes ``[batch, n]`` (``s0`` is returned when T = 0).
+        beta: membrane decay per step ``[n]``.
+        threshold, surrogate, reset, detach_reset, decay_grad: as in ``scan.lif_scan``.
+
+    Returns:
+        ``(spikes [batch, T, n], v_last [batch, n], s_last [batch, n])``.
+    """
+    lib = load()
+    theta = tf.constant(threshold, currents.dtype)
+
+    @tf.custom_gradient
+    def scan(currents, v0, beta):
+        spikes, membrane, v_last = lib.keras_spiking_lif_scan(
+            currents, v0, beta, theta, reset=reset
+        )
+
+        def grad(g_spikes, g_v_last):
+            return lib.keras_spiking_lif_scan_grad(
+                _zeros_if_none(g_spikes, spikes),
+                _zeros_if_none(g_v_last, v_last),
+                membrane,
+                v0,
+                beta,
+                theta,
+                reset=reset,
+                detach_reset=detach_reset,
+                surrogate=surrogate.name,
+                scale=surrogate.scale,
+                decay_grad=decay_grad,
+            )
+
+        return (spikes, v_last), grad
+
+    spikes, v_last = scan(currents, v0, beta)
+    return spikes, v_last, _last_spikes(spikes, s0)
+
+
+def cuba_lif_scan(
+    currents,
+    i0,
+    v0,
+    alpha,
+    beta,
+    *,
+    threshold: float,
+    surrogate: Surrogate,
+    reset: str = "subtract",
+    detach_reset: bool = True,
+    decay_grad: bool = True,
+):
+    """Fused-kernel twin of :func:`keras_spiking.scan.cuba_lif_scan` without recurrence.
+
+    Returns:
+        ``(spikes [batch, T, n], i_last [batch, n], v_last [batch, n])``.
+    """
+    lib = load()
+    theta = tf.constant(threshold, currents.dtype)
+
+    @tf.custom_gradient
+    def scan(currents, i0, v0, alpha, beta):
+        spikes, i_all, v_all, i_last, v_last = lib.keras_spiking_cuba_lif_scan(
+            currents, i0, v0, alpha, beta, theta, reset=reset
+        )
+
+        def grad(g_spikes, g_i_last, g_v_last):
+            return lib.keras_spiking_cuba_lif_scan_grad(
+                _zeros_if_none(g_spikes, spikes),
+                _zeros_if_none(g_i_last, i_last),
+                _zeros_if_none(g_v_last, v_last),
+                i_all,
+                v_all,
+                alpha,
+                beta,
+                theta,
+                reset=reset,
+                detach_reset=detach_reset,
+                surrogate=surrogate.name,
+                scale=surrogate.scale,
+                decay_grad=decay_grad,
+            )
+
+        return (spikes, i_last, v_last), grad
+
+    return scan(currents, i0, v0, alpha, beta)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_spiking.ops", description="Build or inspect the custom ops."
+    )
+    parser.add_argument("command", choices=["build", "path"])
+    parser.add_argument("--rebuild", action="store_true", help="compile even if cached")
+    args = parser.parse_args(argv)
+    if args.command == "path":
+        print(_op_library.library_path())
+        return 0
+    load(rebuild=args.rebuild)
+    print(_op_library.library_path())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
