@@ -273,9 +273,14 @@ def lif_scan(
 
     Args:
         currents: ``[batch, T, n]`` input currents.
-        v0, s0: initial membrane and spikes ``[batch, n]`` (``s0`` is returned when T = 0).
+        v0: initial membrane ``[batch, n]``.
+        s0: initial spikes ``[batch, n]`` (returned as the final spikes when T = 0).
         beta: membrane decay per step ``[n]``.
-        threshold, surrogate, reset, detach_reset, decay_grad: as in ``scan.lif_scan``.
+        threshold: firing threshold > 0.
+        surrogate: a registered surrogate (see :data:`KERNEL_SURROGATES`).
+        reset: "subtract" or "zero".
+        detach_reset: no gradient through the reset term.
+        decay_grad: compute the gradient of ``beta`` (else zeros).
 
     Returns:
         ``(spikes [batch, T, n], v_last [batch, n], s_last [batch, n])``.
