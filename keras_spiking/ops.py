@@ -182,6 +182,12 @@ def supports(surrogate: Surrogate, dtype: tf.DType) -> bool:
     )
 
 
+def _as_matrix(x):
+    """[..., n] -> [prod(...), n]; spelled out so that empty shapes reshape too."""
+    shape = tf.shape(x)
+    return tf.reshape(x, tf.stack([tf.reduce_prod(shape[:-1]), shape[-1]]))
+
+
 def _zeros_if_none(grad, like):
     return tf.zeros_like(like) if grad is None else grad
 
@@ -203,7 +209,7 @@ def sparse_spike_matmul(spikes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     spikes = tf.convert_to_tensor(spikes)
     weights = tf.convert_to_tensor(weights, spikes.dtype)
     lead = tf.shape(spikes)[:-1]
-    flat = tf.reshape(spikes, [-1, tf.shape(spikes)[-1]])
+    flat = _as_matrix(spikes)
 
     @tf.custom_gradient
     def matmul(flat, weights):
@@ -221,14 +227,14 @@ def sparse_spike_matmul(spikes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
 def sparse_spike_matmul_reference(spikes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     """Pure-TF twin of :func:`sparse_spike_matmul` (a dense matmul over the last axis)."""
     spikes = tf.convert_to_tensor(spikes)
-    flat = tf.reshape(spikes, [-1, tf.shape(spikes)[-1]])
+    flat = _as_matrix(spikes)
     out = tf.matmul(flat, tf.cast(weights, spikes.dtype))
     return tf.reshape(out, tf.concat([tf.shape(spikes)[:-1], tf.shape(weights)[-1:]], 0))
 
 
 def input_density(inputs: tf.Tensor) -> tf.Tensor:
     """Fraction of nonzero entries, estimated from every 8th row (a cheap pass)."""
-    flat = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])[::_DENSITY_SAMPLE_STRIDE]
+    flat = _as_matrix(inputs)[::_DENSITY_SAMPLE_STRIDE]
     size = tf.maximum(tf.size(flat), 1)
     return tf.cast(tf.math.count_nonzero(flat), tf.float32) / tf.cast(size, tf.float32)
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: seeded RNG, both scan paths (XLA-compiled and plain while loop)."""
+"""Shared fixtures: seeded RNG; the three layer paths (C++ kernels, XLA scan, plain while loop)."""
 
 import os
 
@@ -13,7 +13,19 @@ def rng():
     return np.random.default_rng(1234)
 
 
-@pytest.fixture(params=[True, False], ids=["xla_scan", "while_scan"])
+@pytest.fixture(
+    params=[("custom_ops", True), ("xla_scan", True), ("while_scan", False)],
+    ids=lambda param: param[0],
+)
 def jit_compile(request):
-    """Runs a test on both implementations of the time scan."""
-    return request.param
+    """Runs a test on every path of the layers: the C++ kernels, and the pure-TF scans
+    XLA-compiled and as a plain while loop. Yields the layers' ``jit_compile`` value.
+
+    The kernels run in eager and training calls (see ``keras_spiking.ops``); on the pure-TF
+    paths they are switched off globally.
+    """
+    from keras_spiking import ops
+
+    path, jit = request.param
+    with ops.use_custom_ops(path == "custom_ops"):
+        yield jit
