@@ -25,12 +25,12 @@ demo: $(STAMP_TEST)
 	$(PY) examples/demo.py
 
 test: $(STAMP_TEST)
-	$(PY) -m ruff check keras_spiking export tests examples benchmarks
+	$(PY) -m ruff check keras_spiking export custom_ops tests examples benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 lint: $(STAMP_TEST)
-	$(PY) -m ruff check keras_spiking export tests examples benchmarks
-	$(PY) -m ruff format --check keras_spiking export tests examples benchmarks
+	$(PY) -m ruff check keras_spiking export custom_ops tests examples benchmarks
+	$(PY) -m ruff format --check keras_spiking export custom_ops tests examples benchmarks
 
 bench: $(STAMP_BENCH)
 	$(PY) benchmarks/train_step.py

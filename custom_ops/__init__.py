@@ -2,6 +2,6 @@
 
 ``sparse_spike_matmul.cc`` holds the event-driven synaptic propagation, ``neuron_scan.cc`` the
 fused LIF / CubaLIF time scans, ``common.h`` the surrogate derivatives and thread-pool helper.
-:mod:`keras_spiking.ops` compiles them on first use (``python -m keras_spiking.ops build`` does it
-ahead of time) and loads the library lazily.
+:mod:`keras_spiking.ops` compiles them on first use and loads the library lazily;
+``python -m keras_spiking.custom_ops build`` compiles them ahead of time.
 """

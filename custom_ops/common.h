@@ -2,6 +2,7 @@
 #ifndef KERAS_SPIKING_CUSTOM_OPS_COMMON_H_
 #define KERAS_SPIKING_CUSTOM_OPS_COMMON_H_
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -46,35 +47,30 @@ inline bool ParseSurrogate(const std::string& name, Surrogate* out) {
   return true;
 }
 
-template <typename T>
-inline T SurrogateDerivative(Surrogate shape, T k, T x) {
-  switch (shape) {
-    case Surrogate::kFastSigmoid: {
-      const T d = k * std::abs(x) + T(1);
-      return T(1) / (d * d);
-    }
-    case Surrogate::kArcTan: {
-      const T z = T(M_PI) * k * x;
-      return T(1) / (T(1) + z * z);
-    }
-    case Surrogate::kSigmoid: {
-      const T s = T(1) / (T(1) + std::exp(-k * x));
-      return k * s * (T(1) - s);
-    }
-    case Surrogate::kTriangle: {
-      const T r = T(1) - k * std::abs(x);
-      return r > T(0) ? r : T(0);
-    }
-    case Surrogate::kExponential:
-      return std::exp(-k * std::abs(x));
-    case Surrogate::kGaussian: {
-      const T z = k * x;
-      return std::exp(T(-0.5) * z * z);
-    }
-    case Surrogate::kStraightThrough:
-      return k;
+// dS/dx of the surrogate `kShape`; a template so that the choice is made at compile time and
+// the neuron loops that call it stay branch-free (and vectorise).
+template <Surrogate kShape, typename T>
+inline T SurrogateDerivative(T k, T x) {
+  if constexpr (kShape == Surrogate::kFastSigmoid) {
+    const T d = k * std::abs(x) + T(1);
+    return T(1) / (d * d);
+  } else if constexpr (kShape == Surrogate::kArcTan) {
+    const T z = T(M_PI) * k * x;
+    return T(1) / (T(1) + z * z);
+  } else if constexpr (kShape == Surrogate::kSigmoid) {
+    const T s = T(1) / (T(1) + std::exp(-k * x));
+    return k * s * (T(1) - s);
+  } else if constexpr (kShape == Surrogate::kTriangle) {
+    return std::max(T(1) - k * std::abs(x), T(0));
+  } else if constexpr (kShape == Surrogate::kExponential) {
+    return std::exp(-k * std::abs(x));
+  } else if constexpr (kShape == Surrogate::kGaussian) {
+    const T z = k * x;
+    return std::exp(T(-0.5) * z * z);
+  } else {
+    static_assert(kShape == Surrogate::kStraightThrough, "unhandled surrogate");
+    return k;
   }
-  return T(0);
 }
 
 // Runs fn(begin, end) over [0, total) on TF's intra-op thread pool; cost_per_unit is a rough

@@ -256,6 +256,64 @@ T ScalarValue(const Tensor& t) {
   return t.scalar<T>()();
 }
 
+// One step back in time of the LIF BPTT over n neurons (see LifScanGrad). Separate functions
+// with restrict pointers and by-value scalars, so that g++ vectorises them over neurons.
+template <Surrogate kShape, typename T>
+inline void LifGradStep(int64_t n, T k, T theta, bool reset_zero, bool detach, bool first,
+                        const T* __restrict ut, const T* __restrict gst,
+                        const T* __restrict prev, const T* __restrict beta, T* __restrict gxt,
+                        T* __restrict g_beta, T* __restrict g_v) {
+  // The options enter as 0/1 weights, not selects: g++ gives up on loops with several
+  // loop-invariant selects. Multiplying by an exact 0 or 1 changes no finite value.
+  const T zero_w = reset_zero ? T(1) : T(0);
+  const T sub_w = T(1) - zero_w;
+  const T attach_w = detach ? T(0) : T(1);
+  const T later_w = first ? T(0) : T(1);
+  for (int64_t j = 0; j < n; ++j) {
+    const T u = ut[j];
+    const T d = SurrogateDerivative<kShape, T>(k, u - theta);
+    const T s = u > theta ? T(1) : T(0);
+    // d v[t] / d u[t]: 1 - theta S' (subtract) or 1 - S - u S' (zero); S' only if attached
+    const T g_u = g_v[j] * (T(1) - zero_w * s - attach_w * d * (zero_w * u + sub_w * theta)) +
+                  gst[j] * d;
+    gxt[j] = g_u;
+    // v[t-1]: u[t-1] after its reset, or v0 itself at t = 0
+    const T up = prev[j];
+    const T sp = up > theta ? T(1) : T(0);
+    g_beta[j] += g_u * (up - later_w * sp * (zero_w * up + sub_w * theta));
+    g_v[j] = beta[j] * g_u;
+  }
+}
+
+// One step back in time of the current-based LIF BPTT (see CubaLifScanGrad).
+template <Surrogate kShape, typename T>
+inline void CubaGradStep(int64_t n, T k, T theta, bool reset_zero, bool detach,
+                         const T* __restrict vt, const T* __restrict it,
+                         const T* __restrict gst, const T* __restrict alpha,
+                         const T* __restrict beta, T* __restrict gxt, T* __restrict g_alpha,
+                         T* __restrict g_beta, T* __restrict g_i, T* __restrict g_v) {
+  const T zero_w = reset_zero ? T(1) : T(0);  // 0/1 weights instead of selects, as above
+  const T sub_w = T(1) - zero_w;
+  const T attach_w = detach ? T(0) : T(1);
+  for (int64_t j = 0; j < n; ++j) {
+    const T v = vt[j];
+    const T cur = it[j];
+    const T d = SurrogateDerivative<kShape, T>(k, v - theta);
+    const T s = v > theta ? T(1) : T(0);
+    const T gv = g_v[j];
+    const T gi = g_i[j];
+    const T g_pre = gv * (T(1) - zero_w * s);
+    // the reset's own dependence on S: -theta (subtract) or -(beta U + I) (zero)
+    const T through_reset = gv * (zero_w * (beta[j] * v + cur) + sub_w * theta);
+    const T g_s = gst[j] - attach_w * through_reset;
+    gxt[j] = gi;
+    g_alpha[j] += gi * cur;
+    g_beta[j] += g_pre * v;
+    g_v[j] = beta[j] * g_pre + g_s * d;
+    g_i[j] = g_pre + alpha[j] * gi;
+  }
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------
@@ -300,6 +358,7 @@ class LifScanOp : public OpKernel {
                       const T* xt = x + off;
                       T* st = s_out + off;
                       T* ut = u_out + off;
+                      #pragma GCC ivdep
                       for (int64_t j = 0; j < n; ++j) {
                         const T u = beta[j] * v[j] + xt[j];
                         const T s = u > theta ? T(1) : T(0);
@@ -375,44 +434,24 @@ class LifScanGradOp : public OpKernel {
     const T k = static_cast<T>(scale_);
     const bool reset_zero = reset_zero_, detach = detach_reset_, decay_grad = decay_grad_;
     const int64_t parts = NumParts(context, batch);
-    std::vector<T> partial(decay_grad ? parts * n : 0, T(0));
+    // The loop bodies are branch-free (loop-invariant options become selects and the decay
+    // gradient is always accumulated) so that the compiler vectorises them over neurons.
+    std::vector<T> partial(parts * n, T(0));
     ForEachPart(context, batch, parts, steps * n * 12, [&](int64_t p, int64_t b0, int64_t b1) {
-      T* g_beta_part = decay_grad ? partial.data() + p * n : nullptr;
+      T* __restrict g_beta_part = partial.data() + p * n;
       for (int64_t b = b0; b < b1; ++b) {
-        T* g_v = g_v0 + b * n;  // dL/dv[t], carried backward in place
+        T* __restrict g_v = g_v0 + b * n;  // dL/dv[t], carried backward in place
         std::copy(g_v_last + b * n, g_v_last + (b + 1) * n, g_v);
         for (int64_t t = steps - 1; t >= 0; --t) {
           const int64_t off = (b * steps + t) * n;
-          const T* ut = u_all + off;
-          const T* gst = gs + off;
-          T* gxt = g_x + off;
-          const T* u_prev = t > 0 ? u_all + off - n : nullptr;
-          const T* v_init = v0 + b * n;
-          for (int64_t j = 0; j < n; ++j) {
-            const T u = ut[j];
-            const T d = SurrogateDerivative<T>(kShape, k, u - theta);
-            const T s = u > theta ? T(1) : T(0);
-            T g_from_v;
-            if (reset_zero) {
-              g_from_v = g_v[j] * (detach ? T(1) - s : T(1) - s - u * d);
-            } else {
-              g_from_v = detach ? g_v[j] : g_v[j] * (T(1) - theta * d);
-            }
-            const T g_u = g_from_v + gst[j] * d;
-            gxt[j] = g_u;
-            if (decay_grad) {
-              T v_prev;
-              if (u_prev != nullptr) {
-                const T up = u_prev[j];
-                const T sp = up > theta ? T(1) : T(0);
-                v_prev = reset_zero ? up * (T(1) - sp) : up - theta * sp;
-              } else {
-                v_prev = v_init[j];
-              }
-              g_beta_part[j] += g_u * v_prev;
-            }
-            g_v[j] = beta[j] * g_u;
-          }
+          const T* __restrict ut = u_all + off;
+          const T* __restrict gst = gs + off;
+          T* __restrict gxt = g_x + off;
+          // v[t-1]: the reset of u[t-1], or v0 at t = 0
+          const bool first = t == 0;
+          const T* __restrict prev = first ? v0 + b * n : u_all + off - n;
+          LifGradStep<kShape, T>(n, k, theta, reset_zero, detach, first, ut, gst, prev, beta, gxt,
+                                 g_beta_part, g_v);
         }
       }
     });
@@ -481,6 +520,7 @@ class CubaLifScanOp : public OpKernel {
                     std::copy(v0 + b * n, v0 + (b + 1) * n, v);
                     for (int64_t t = 0; t < steps; ++t) {
                       const int64_t off = (b * steps + t) * n;
+                      #pragma GCC ivdep
                       for (int64_t j = 0; j < n; ++j) {
                         const T s = v[j] > theta ? T(1) : T(0);
                         s_out[off + j] = s;
@@ -565,39 +605,24 @@ class CubaLifScanGradOp : public OpKernel {
     const T k = static_cast<T>(scale_);
     const bool reset_zero = reset_zero_, detach = detach_reset_, decay_grad = decay_grad_;
     const int64_t parts = NumParts(context, batch);
-    std::vector<T> partial(decay_grad ? 2 * parts * n : 0, T(0));
+    // branch-free loop body, as in LifScanGrad, so that it vectorises over neurons
+    std::vector<T> partial(2 * parts * n, T(0));
     ForEachPart(context, batch, parts, steps * n * 14, [&](int64_t p, int64_t b0, int64_t b1) {
-      T* g_alpha_part = decay_grad ? partial.data() + p * n : nullptr;
-      T* g_beta_part = decay_grad ? partial.data() + (parts + p) * n : nullptr;
+      T* __restrict g_alpha_part = partial.data() + p * n;
+      T* __restrict g_beta_part = partial.data() + (parts + p) * n;
       for (int64_t b = b0; b < b1; ++b) {
-        T* g_i = g_i0 + b * n;  // dL/dI[t+1], carried backward in place
-        T* g_v = g_v0 + b * n;  // dL/dU[t+1]
+        T* __restrict g_i = g_i0 + b * n;  // dL/dI[t+1], carried backward in place
+        T* __restrict g_v = g_v0 + b * n;  // dL/dU[t+1]
         std::copy(g_i_last + b * n, g_i_last + (b + 1) * n, g_i);
         std::copy(g_v_last + b * n, g_v_last + (b + 1) * n, g_v);
         for (int64_t t = steps - 1; t >= 0; --t) {
           const int64_t off = (b * steps + t) * n;
-          for (int64_t j = 0; j < n; ++j) {
-            const T v = v_all[off + j];
-            const T cur = i_all[off + j];
-            const T d = SurrogateDerivative<T>(kShape, k, v - theta);
-            const T s = v > theta ? T(1) : T(0);
-            T g_pre, g_s = gs[off + j];
-            if (reset_zero) {
-              g_pre = g_v[j] * (T(1) - s);
-              if (!detach) g_s -= (beta[j] * v + cur) * g_v[j];
-            } else {
-              g_pre = g_v[j];
-              if (!detach) g_s -= theta * g_v[j];
-            }
-            g_x[off + j] = g_i[j];
-            if (decay_grad) {
-              g_alpha_part[j] += g_i[j] * cur;
-              g_beta_part[j] += g_pre * v;
-            }
-            const T g_v_now = beta[j] * g_pre + g_s * d;
-            g_i[j] = g_pre + alpha[j] * g_i[j];
-            g_v[j] = g_v_now;
-          }
+          const T* __restrict vt = v_all + off;
+          const T* __restrict it = i_all + off;
+          const T* __restrict gst = gs + off;
+          T* __restrict gxt = g_x + off;
+          CubaGradStep<kShape, T>(n, k, theta, reset_zero, detach, vt, it, gst, alpha, beta, gxt,
+                                  g_alpha_part, g_beta_part, g_i, g_v);
         }
       }
     });

@@ -179,31 +179,61 @@ class SparseSpikeMatmulGradWeightsOp : public OpKernel {
     const T* x = spikes.flat<T>().data();
     const T* g = grad.flat<T>().data();
 
-    // Three passes, each in one direction through memory:
-    // 1. per row (in parallel), the list of active inputs: one sequential read of `spikes`,
-    //    the only pass that touches all rows x n_in entries;
-    // 2. those lists regrouped per input (a counting sort, work proportional to the events);
+    // Three passes:
+    // 1. per block of rows (in parallel), the active inputs of each row and their values: one
+    //    sequential read of `spikes`, the only pass that touches all rows x n_in entries;
+    // 2. those lists regrouped per input with their values (a counting sort over the events,
+    //    so pass 3 never goes back to `spikes`, whose random reads would each miss the cache);
     // 3. per input (in parallel; each owns its row of grad_weights, so no locks), that row
     //    accumulated in L1 over its active rows of `grad`, four at a time: the forward
     //    kernel's access pattern with `grad` in the role of the weights.
-    std::vector<std::vector<int64_t>> row_active(rows);
-    ParallelRange(context, rows, n_in + 1, [x, n_in, &row_active](int64_t begin, int64_t end) {
-      std::vector<int64_t> scratch(n_in + 1);
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t count = CompactActive(x + r * n_in, n_in, scratch.data());
-        row_active[r].assign(scratch.begin(), scratch.begin() + count);
-      }
-    });
+    const int64_t num_blocks = std::min<int64_t>(rows, 8 * NumThreads(context));
+    const int64_t rows_per_block = (rows + num_blocks - 1) / num_blocks;
+    struct Events {
+      std::vector<int64_t> input;  // active input k of each event, rows in order
+      std::vector<T> value;        // spikes[r, k]
+      std::vector<int64_t> count;  // events per row of the block
+    };
+    std::vector<Events> blocks(num_blocks);
+    ParallelRange(context, num_blocks, rows_per_block * n_in + 1,
+                  [&, x, n_in, rows, rows_per_block](int64_t begin, int64_t end) {
+                    std::vector<int64_t> scratch(n_in + 1);
+                    for (int64_t block = begin; block < end; ++block) {
+                      Events& events = blocks[block];
+                      const int64_t r0 = block * rows_per_block;
+                      const int64_t r1 = std::min(rows, r0 + rows_per_block);
+                      for (int64_t r = r0; r < r1; ++r) {
+                        const T* xr = x + r * n_in;
+                        const int64_t count = CompactActive(xr, n_in, scratch.data());
+                        events.count.push_back(count);
+                        for (int64_t a = 0; a < count; ++a) {
+                          events.input.push_back(scratch[a]);
+                          events.value.push_back(xr[scratch[a]]);
+                        }
+                      }
+                    }
+                  });
     std::vector<int64_t> start(n_in + 1, 0);
-    for (const auto& list : row_active) {
-      for (int64_t k : list) ++start[k + 1];
+    for (const Events& events : blocks) {
+      for (int64_t k : events.input) ++start[k + 1];
     }
     for (int64_t k = 0; k < n_in; ++k) start[k + 1] += start[k];
     std::vector<int64_t> col_rows(start[n_in]);
+    std::vector<T> col_vals(start[n_in]);
     {
       std::vector<int64_t> fill(start.begin(), start.end() - 1);
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t k : row_active[r]) col_rows[fill[k]++] = r;
+      for (int64_t block = 0; block < num_blocks; ++block) {
+        const Events& events = blocks[block];
+        int64_t e = 0;
+        int64_t r = block * rows_per_block;
+        for (int64_t count : events.count) {
+          for (int64_t a = 0; a < count; ++a, ++e) {
+            const int64_t slot = fill[events.input[e]]++;
+            col_rows[slot] = r;
+            col_vals[slot] = events.value[e];
+          }
+          ++r;
+        }
       }
     }
     // Pass 3 walks `grad` in blocks of rows small enough to stay in L2 (about 256 KiB), so
@@ -212,8 +242,8 @@ class SparseSpikeMatmulGradWeightsOp : public OpKernel {
         std::max<int64_t>(16, (256 << 10) / std::max<int64_t>(1, n_out * sizeof(T)));
     const int64_t mean_events = start[n_in] / n_in + 1;
     ParallelRange(context, n_in, mean_events * n_out + 1,
-                  [x, g, dw, rows, n_in, n_out, row_block, &start, &col_rows](int64_t begin,
-                                                                              int64_t end) {
+                  [g, dw, rows, n_out, row_block, &start, &col_rows, &col_vals](int64_t begin,
+                                                                                int64_t end) {
       std::vector<int64_t> cursor(start.begin() + begin, start.begin() + end);
       for (int64_t r_end = row_block;; r_end += row_block) {
         for (int64_t k = begin; k < end; ++k) {
@@ -224,11 +254,10 @@ class SparseSpikeMatmulGradWeightsOp : public OpKernel {
             const int64_t r0 = col_rows[a], r1 = col_rows[a + 1], r2 = col_rows[a + 2],
                           r3 = col_rows[a + 3];
             Axpy4(o, g + r0 * n_out, g + r1 * n_out, g + r2 * n_out, g + r3 * n_out,
-                  x[r0 * n_in + k], x[r1 * n_in + k], x[r2 * n_in + k], x[r3 * n_in + k],
-                  n_out);
+                  col_vals[a], col_vals[a + 1], col_vals[a + 2], col_vals[a + 3], n_out);
           }
           for (; a < stop && col_rows[a] < r_end; ++a) {
-            Axpy(o, g + col_rows[a] * n_out, x[col_rows[a] * n_in + k], n_out);
+            Axpy(o, g + col_rows[a] * n_out, col_vals[a], n_out);
           }
           cursor[k - begin] = a;
         }

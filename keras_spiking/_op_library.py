@@ -35,7 +35,8 @@ import tensorflow as tf
 LIBRARY_NAME = "_keras_spiking_ops.so"
 SOURCES = ("sparse_spike_matmul.cc", "neuron_scan.cc")
 HEADERS = ("common.h",)
-EXTRA_FLAGS = ("-shared", "-fPIC", "-O3", "-march=native", "-w")
+# -fno-math-errno lets g++ vectorise exp() (glibc's vector math); the kernels never read errno
+EXTRA_FLAGS = ("-shared", "-fPIC", "-O3", "-march=native", "-fno-math-errno", "-w")
 
 
 class OpLibraryError(RuntimeError):
@@ -190,7 +191,7 @@ def check_version(path: Path) -> None:
         raise OpLibraryError(
             f"keras_spiking custom ops: {path} was built for TensorFlow {built_for}, but "
             f"TensorFlow {tf.__version__} is running; rebuild it with "
-            "`python -m keras_spiking.ops build` (or unset KERAS_SPIKING_OPS_LIBRARY)"
+            "`python -m keras_spiking.custom_ops build` (or unset KERAS_SPIKING_OPS_LIBRARY)"
         )
 
 
@@ -210,5 +211,5 @@ def build_and_load(rebuild: bool = False, verbose: bool = True):
     except (tf.errors.NotFoundError, OSError) as error:
         raise OpLibraryError(
             f"keras_spiking custom ops: loading {path} failed ({error}); rebuild with "
-            "`python -m keras_spiking.ops build --rebuild`"
+            "`python -m keras_spiking.custom_ops build --rebuild`"
         ) from error

@@ -29,7 +29,7 @@ same on both paths up to float32 rounding (summation order).
 
 The library is compiled on first use (about 20-40 s, once per TF version and source change;
 see :mod:`keras_spiking._op_library` for the cache) or ahead of time with
-``python -m keras_spiking.ops build``.
+``python -m keras_spiking.custom_ops build``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,11 @@ KERNEL_DTYPES = (tf.float32, tf.float64)
 # the CPUs measured (benchmarks/sparse_ops.py: break-even near 15-20 % for both the forward
 # pass and the weight gradient); `synaptic_input` picks the path per call from a sample.
 DENSITY_CUTOFF = 0.15
-_DENSITY_SAMPLE_STRIDE = 8
+# Narrow layers (e.g. a 10-class readout) gain nothing: per active input the kernel does only
+# n_out multiply-adds, less than the cost of finding the active inputs, while the dense matmul
+# runs at full SIMD width. Below this many outputs the dense matmul is always used.
+MIN_EVENT_OUTPUTS = 64
+_DENSITY_SAMPLE_ROWS = 64
 
 _lock = threading.Lock()
 _library = None
@@ -208,8 +212,6 @@ def sparse_spike_matmul(spikes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     lib = load()
     spikes = tf.convert_to_tensor(spikes)
     weights = tf.convert_to_tensor(weights, spikes.dtype)
-    lead = tf.shape(spikes)[:-1]
-    flat = _as_matrix(spikes)
 
     @tf.custom_gradient
     def matmul(flat, weights):
@@ -220,8 +222,10 @@ def sparse_spike_matmul(spikes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
 
         return lib.keras_spiking_sparse_spike_matmul(flat, weights), grad
 
-    out = matmul(flat, weights)
-    return tf.reshape(out, tf.concat([lead, tf.shape(weights)[-1:]], 0))
+    if spikes.shape.rank == 2:  # no reshapes: a streaming step stays one op
+        return matmul(spikes, weights)
+    out = matmul(_as_matrix(spikes), weights)
+    return tf.reshape(out, tf.concat([tf.shape(spikes)[:-1], tf.shape(weights)[-1:]], 0))
 
 
 def sparse_spike_matmul_reference(spikes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
@@ -233,19 +237,24 @@ def sparse_spike_matmul_reference(spikes: tf.Tensor, weights: tf.Tensor) -> tf.T
 
 
 def input_density(inputs: tf.Tensor) -> tf.Tensor:
-    """Fraction of nonzero entries, estimated from every 8th row (a cheap pass)."""
-    flat = _as_matrix(inputs)[::_DENSITY_SAMPLE_STRIDE]
-    size = tf.maximum(tf.size(flat), 1)
-    return tf.cast(tf.math.count_nonzero(flat), tf.float32) / tf.cast(size, tf.float32)
+    """Fraction of nonzero entries, estimated from 64 rows spread evenly over the input."""
+    flat = _as_matrix(inputs)
+    rows = tf.shape(flat)[0]
+    stride = tf.maximum(rows // _DENSITY_SAMPLE_ROWS, 1)
+    sample = tf.gather(flat, tf.range(0, rows, stride)[:_DENSITY_SAMPLE_ROWS])
+    nonzero = tf.reduce_sum(tf.cast(tf.not_equal(sample, 0), tf.float32))
+    return nonzero / tf.cast(tf.maximum(tf.size(sample), 1), tf.float32)
 
 
 def synaptic_input(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     """``inputs @ kernel`` by the event kernel when the inputs are sparse, else ``tf.matmul``.
 
-    Both branches compute the same product; the choice (sampled density below
-    :data:`DENSITY_CUTOFF`) only affects speed.
+    Both branches compute the same product; the choice (at least :data:`MIN_EVENT_OUTPUTS`
+    outputs and a sampled density below :data:`DENSITY_CUTOFF`) only affects speed.
     """
     kernel = tf.cast(kernel, inputs.dtype)
+    if kernel.shape[-1] is not None and kernel.shape[-1] < MIN_EVENT_OUTPUTS:
+        return sparse_spike_matmul_reference(inputs, kernel)
     return tf.cond(
         input_density(inputs) < DENSITY_CUTOFF,
         lambda: sparse_spike_matmul(inputs, kernel),
@@ -372,7 +381,7 @@ def cuba_lif_scan(
 
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m keras_spiking.ops", description="Build or inspect the custom ops."
+        prog="python -m keras_spiking.custom_ops", description="Build or inspect the custom ops."
     )
     parser.add_argument("command", choices=["build", "path"])
     parser.add_argument("--rebuild", action="store_true", help="compile even if cached")

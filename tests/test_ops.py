@@ -484,7 +484,7 @@ def test_missing_compiler_error_names_it(monkeypatch):
 def test_fresh_cache_builds_once_under_concurrent_starts(tmp_path):
     """Two processes start on an empty cache at once: one compiles, the other waits and loads."""
     env = {**os.environ, "KERAS_SPIKING_OPS_CACHE": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, "-m", "keras_spiking.ops", "build"]
+    command = [sys.executable, "-m", "keras_spiking.custom_ops", "build"]
     procs = [
         subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
