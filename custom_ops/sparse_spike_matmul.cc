@@ -14,6 +14,10 @@
 #include <algorithm>
 #include <vector>
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
 #include "common.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -84,17 +88,48 @@ inline void Axpy(T* __restrict o, const T* __restrict w, T c, int64_t n) {
   for (int64_t j = 0; j < n; ++j) o[j] += c * w[j];
 }
 
-// Writes the indices k of the nonzero x[k] to `active` (room for n entries) and returns their
-// count; branch-free, so a random 1-20 % pattern costs no mispredictions.
+// Writes the indices k of the nonzero x[k] to `active` (room for n + 16 entries) and returns
+// their count. Branch-free, so a random 1-20 % pattern costs no mispredictions; with AVX-512,
+// sixteen floats at a time (compare to a mask, compress the indices in registers, store).
 template <typename T>
-inline int64_t CompactActive(const T* __restrict x, int64_t n, int64_t* __restrict active) {
-  int64_t count = 0;
-  for (int64_t k = 0; k < n; ++k) {
+inline int64_t CompactActiveScalar(const T* __restrict x, int64_t begin, int64_t n,
+                                   int64_t count, int64_t* __restrict active) {
+  for (int64_t k = begin; k < n; ++k) {
     active[count] = k;
     count += (x[k] != T(0));
   }
   return count;
 }
+
+template <typename T>
+inline int64_t CompactActive(const T* __restrict x, int64_t n, int64_t* __restrict active) {
+  return CompactActiveScalar(x, 0, n, 0, active);
+}
+
+#ifdef __AVX512F__
+template <>
+inline int64_t CompactActive<float>(const float* __restrict x, int64_t n,
+                                    int64_t* __restrict active) {
+  int64_t count = 0;
+  int64_t k = 0;
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i lanes = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+  for (; k + 16 <= n; k += 16) {
+    // NEQ_UQ: true for NaN too, like `x != 0` in C++
+    const __mmask16 mask = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + k), zero, _CMP_NEQ_UQ);
+    if (mask == 0) continue;
+    const __m512i low = _mm512_add_epi64(lanes, _mm512_set1_epi64(k));
+    const __m512i high = _mm512_add_epi64(low, _mm512_set1_epi64(8));
+    const __mmask8 mask_low = static_cast<__mmask8>(mask & 0xFF);
+    const __mmask8 mask_high = static_cast<__mmask8>(mask >> 8);
+    _mm512_storeu_si512(active + count, _mm512_maskz_compress_epi64(mask_low, low));
+    count += __builtin_popcount(mask_low);
+    _mm512_storeu_si512(active + count, _mm512_maskz_compress_epi64(mask_high, high));
+    count += __builtin_popcount(mask_high);
+  }
+  return CompactActiveScalar(x, k, n, count, active);
+}
+#endif
 
 Status CheckMatrix(const Tensor& t, const char* op, const char* name) {
   if (!TensorShapeUtils::IsMatrix(t.shape())) {
@@ -132,7 +167,7 @@ class SparseSpikeMatmulOp : public OpKernel {
     T* out = output->flat<T>().data();
 
     auto rows_fn = [x, w, out, n_in, n_out](int64_t begin, int64_t end) {
-      std::vector<int64_t> active(n_in + 1);
+      std::vector<int64_t> active(n_in + 16);  // slack for 8-wide stores
       for (int64_t r = begin; r < end; ++r) {
         const T* xr = x + r * n_in;
         T* o = out + r * n_out;
@@ -180,10 +215,12 @@ class SparseSpikeMatmulGradWeightsOp : public OpKernel {
     const T* g = grad.flat<T>().data();
 
     // Three passes:
-    // 1. per block of rows (in parallel), the active inputs of each row and their values: one
-    //    sequential read of `spikes`, the only pass that touches all rows x n_in entries;
-    // 2. those lists regrouped per input with their values (a counting sort over the events,
-    //    so pass 3 never goes back to `spikes`, whose random reads would each miss the cache);
+    // 1. per block of rows (in parallel), the active inputs of each row with their values,
+    //    and the block's count of events per input: one sequential read of `spikes`, the only
+    //    pass that touches all rows x n_in entries;
+    // 2. the events regrouped per input (a parallel counting sort: each block writes its
+    //    events to slots reserved for it, so rows stay in order within an input and pass 3
+    //    never goes back to `spikes`, whose random reads would each miss the cache);
     // 3. per input (in parallel; each owns its row of grad_weights, so no locks), that row
     //    accumulated in L1 over its active rows of `grad`, four at a time: the forward
     //    kernel's access pattern with `grad` in the role of the weights.
@@ -195,11 +232,14 @@ class SparseSpikeMatmulGradWeightsOp : public OpKernel {
       std::vector<int64_t> count;  // events per row of the block
     };
     std::vector<Events> blocks(num_blocks);
+    // per block and input: the number of events, then (after the prefix sum) the next slot
+    std::vector<int64_t> slot(num_blocks * n_in, 0);
     ParallelRange(context, num_blocks, rows_per_block * n_in + 1,
                   [&, x, n_in, rows, rows_per_block](int64_t begin, int64_t end) {
-                    std::vector<int64_t> scratch(n_in + 1);
+                    std::vector<int64_t> scratch(n_in + 16);  // slack for 8-wide stores
                     for (int64_t block = begin; block < end; ++block) {
                       Events& events = blocks[block];
+                      int64_t* hist = slot.data() + block * n_in;
                       const int64_t r0 = block * rows_per_block;
                       const int64_t r1 = std::min(rows, r0 + rows_per_block);
                       for (int64_t r = r0; r < r1; ++r) {
@@ -207,35 +247,43 @@ class SparseSpikeMatmulGradWeightsOp : public OpKernel {
                         const int64_t count = CompactActive(xr, n_in, scratch.data());
                         events.count.push_back(count);
                         for (int64_t a = 0; a < count; ++a) {
-                          events.input.push_back(scratch[a]);
-                          events.value.push_back(xr[scratch[a]]);
+                          const int64_t k = scratch[a];
+                          events.input.push_back(k);
+                          events.value.push_back(xr[k]);
+                          ++hist[k];
                         }
                       }
                     }
                   });
     std::vector<int64_t> start(n_in + 1, 0);
-    for (const Events& events : blocks) {
-      for (int64_t k : events.input) ++start[k + 1];
+    for (int64_t k = 0; k < n_in; ++k) {
+      int64_t offset = start[k];
+      for (int64_t block = 0; block < num_blocks; ++block) {
+        const int64_t count = slot[block * n_in + k];
+        slot[block * n_in + k] = offset;
+        offset += count;
+      }
+      start[k + 1] = offset;
     }
-    for (int64_t k = 0; k < n_in; ++k) start[k + 1] += start[k];
     std::vector<int64_t> col_rows(start[n_in]);
     std::vector<T> col_vals(start[n_in]);
-    {
-      std::vector<int64_t> fill(start.begin(), start.end() - 1);
-      for (int64_t block = 0; block < num_blocks; ++block) {
-        const Events& events = blocks[block];
-        int64_t e = 0;
-        int64_t r = block * rows_per_block;
-        for (int64_t count : events.count) {
-          for (int64_t a = 0; a < count; ++a, ++e) {
-            const int64_t slot = fill[events.input[e]]++;
-            col_rows[slot] = r;
-            col_vals[slot] = events.value[e];
-          }
-          ++r;
-        }
-      }
-    }
+    ParallelRange(context, num_blocks, rows_per_block * 8 + 1,
+                  [&, n_in, rows_per_block](int64_t begin, int64_t end) {
+                    for (int64_t block = begin; block < end; ++block) {
+                      const Events& events = blocks[block];
+                      int64_t* next = slot.data() + block * n_in;
+                      int64_t e = 0;
+                      int64_t r = block * rows_per_block;
+                      for (int64_t count : events.count) {
+                        for (int64_t a = 0; a < count; ++a, ++e) {
+                          const int64_t s = next[events.input[e]]++;
+                          col_rows[s] = r;
+                          col_vals[s] = events.value[e];
+                        }
+                        ++r;
+                      }
+                    }
+                  });
     // Pass 3 walks `grad` in blocks of rows small enough to stay in L2 (about 256 KiB), so
     // the active rows of every input in a block are read from cache, not from memory.
     const int64_t row_block =
