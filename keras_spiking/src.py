@@ -30,42 +30,78 @@ the defaults and no input the cell rests near ``h = -0.9`` (no output); a consta
 about 0.2 per step makes periodic pulses of 2-3 steps (inter-pulse interval about 20-25 steps).
 The output ``s`` is a graded pulse in [0, 1), not a 0/1 spike.
 
-Differences between this module, the paper and ``/work/shared/ALGORITHMS.md`` §3
----------------------------------------------------------------------------------
-ALGORITHMS.md §3 reports ``z_s[t] = z_hyp + (z_dep - z_hyp) H(h[t-1] - 0.5)`` with a Heaviside
-step ``H``. The paper's abstract states the cell is "completely differentiable", and its slow
-gate is a steep logistic function of ``h[t-1]`` centred at 0.5, ``sigmoid(10 (h[t-1] - 0.5))``,
-not a step. How sure this is: the stored copies reachable when this was written (arXiv HTML
-v3 of 2306.03623, https://arxiv.org/html/2306.03623v3, and the alphaxiv overview,
-https://www.alphaxiv.org/overview/2306.03623) show the abstract and the overview only. The
-overview confirms the constant gates ``r = 2``, ``r_s = -7``, ``z = 0``, the slow
-negative-feedback variable ``h_s`` and a voltage-dependent gate ``z_s[h]``, but not the gate's
-formula. The logistic form and the slope 10 come from recollection of the paper (not re-read
-here), supported by the authors' follow-up FPGA paper (Harmeling, De Geeter & Drion, arXiv
-2605.10679), which lists ``tanh`` *and* ``exp`` as the unary operators it had to approximate
-(only a logistic gate needs ``exp``). Check the slope against the PDF before quoting it. This
-module follows the paper by default (``slow_gate_slope=10.0``); ``slow_gate_slope=None`` gives
-the Heaviside gate of ALGORITHMS.md. In the forward pass the two ``z_s`` differ by at most
-``0.9 * sigmoid(-10 |h - 0.5|)``, which is below 0.006 once ``|h - 0.5| > 0.5``. The Heaviside
-gate's derivative is zero almost everywhere.
+Checked against the paper
+-------------------------
+Checked (with a search of stored public pages and code) against what could be reached of the
+paper and of code from the authors' group; the paper's full text (the equations section, the
+PDF) could *not* be reached, so no equation below is quoted from the paper itself.
 
-The other equations of ALGORITHMS.md §3 (input integration with ``alpha``, bound ``rho``,
-``h``, ``h_s``, ReLU output) are implemented as reported; beyond the overview's confirmation
-above they were checked only against a public third-party PyTorch re-implementation (an
-``SRC`` module with ``bh_max=-4.``, ``detach_rec``, ``relu_bypass``), which agrees with them
-except for its Heaviside gate. Three choices in ALGORITHMS.md come from that
-re-implementation, not from the paper, and are options here:
+Sources:
 
-* ``bias_max`` (default -4): that re-implementation clamps ``b_h`` in the forward pass
+* [P] the paper's abstract (arXiv 2306.03623 and its paperswithcode page) and the alphaxiv
+  overview, https://www.alphaxiv.org/overview/2306.03623 ("completely differentiable";
+  constant gates ``r = 2``, ``r_s = -7``, ``z = 0``; a slow variable ``h_s`` with negative
+  feedback; a voltage-dependent gate ``z_s[h]``, formula not shown).
+* [F] the floating-point reference that a co-author of the group's FPGA paper (Harmeling,
+  De Geeter & Drion, arXiv 2605.10679) labels "the method of Florent" (F. De Geeter, the
+  paper's first author) and runs with De Geeter's trained MNIST parameters: GitHub
+  ``Harmel-lab/SRC---SNN---01``, file
+  ``01 - Julia/03 - SNN-SRC-Flo-PsV/01 - SNN-NETWORK-SRC-NPY-FloVsPsV.txt``, with the
+  training configuration ``.../model/DossierTest/config.txt`` of the same repository.
+* [R] ``/work/shared/ALGORITHMS.md`` §3 and the third-party PyTorch re-implementation it
+  drew on (an ``SRC`` module with ``bh_init=-6.``, ``bh_max=-4.``, ``detach_rec``,
+  ``relu_bypass``).
+
+Equation by equation:
+
+* input integrator ``i[t] = alpha i[t-1] + W_s s_in[t]``: as in [F]; ``alpha = 0.9`` is the
+  ``alphas: [0.9]`` of [F]'s configuration (its fixed-point version uses
+  ``1 - 1/16 - 1/32 = 0.906``). Confirmed.
+* bounded input ``x = rho tanh(i / rho)``: the form is [F]'s (``tanh``, not a clip); [F] loads
+  ``rho`` per neuron from a binary array that could not be read, so ``rho = 3`` rests on [R]
+  only. Form confirmed, value unverified.
+* fast variable ``h[t] = tanh(x[t] + r h[t-1] + r_s h_s[t-1] + b_h)`` (``z = 0``): as in [F];
+  ``r = 2``, ``r_s = -7``, ``z = 0`` as in [P]. Confirmed.
+* slow gate ``z_s[t] = z_hyp + (z_dep - z_hyp) sigmoid(10 (h[t-1] - 0.5))``: exactly [F]'s
+  ``zs_hyp - (zs_hyp - zs_dep) / (1 + exp(-10 (h[t-1] - 0.5)))``: a logistic of ``h[t-1]``
+  with slope 10, centred at 0.5. This confirms the module's slope of 10 (first written from
+  memory) and differs from ALGORITHMS.md §3 and [R], which use a Heaviside step
+  ``H(h[t-1] - 0.5)`` (``slow_gate_slope=None`` gives that variant; the two ``z_s`` differ by
+  at most ``0.9 sigmoid(-10 |h - 0.5|)``, below 0.006 once ``|h - 0.5| > 0.5``, and the step's
+  derivative is zero almost everywhere).
+* slow variable ``h_s[t] = z_s[t] h_s[t-1] + (1 - z_s[t]) h[t-1]``: as in [F]. Its time
+  constant at rest is ``1 / (1 - z_hyp)`` = 10 steps with ``z_hyp = 0.9``, and during a pulse
+  (``z_dep = 0``) ``h_s`` follows ``h[t-1]`` within a step. [F] loads ``z_hyp`` and ``z_dep``
+  per neuron from unreadable arrays and then sets ``z_hyp = 0.9`` for all neurons (after a
+  trial with 0.81); so ``z_hyp = 0.9`` agrees with [F]'s script and [R], ``z_dep = 0`` with
+  [R] only.
+* output ``s = ReLU(h)``: [F]'s configuration names the activation ``surrogate_relu`` (a ReLU
+  output with a replaced gradient; its backward formula is not in the files reached), which
+  agrees with [R]'s straight-through ReLU. [F]'s own output ``h > 0.5`` is its FPGA
+  simplification, not the paper's.
+* bias: ``bias_max: -4.0`` in [F]'s configuration confirms the upper bound -4. The initial
+  value -6 comes from [R] only (unverified). [F]'s trained bias values could not be read.
+* constants per neuron: [F] stores ``r``, ``rho``, ``r_s``, ``z_hyp``, ``z_dep`` and the
+  initial ``i, h, h_s`` as per-neuron arrays; this module accepts a scalar or one value per
+  neuron for every constant (initial states: the ``initial_state`` call argument).
+* [F]'s configuration also shows the group's MNIST setup: rate coding with ``rate_gain``
+  0.25, 20 zero-input steps before 200 input steps (which lets the slow variable settle:
+  from the zero state a neuron is silent for its first 10-20 steps), one hidden layer, and a
+  leaky-integrator readout. ``examples/mnist_src.py`` uses 50 steps without the prefix.
+
+Nothing in :func:`src_step` had to change. Two choices in ALGORITHMS.md come from [R] and
+are options here:
+
+* ``bias_max`` (default -4): [R] clamps ``b_h`` in the forward pass
   (``clamp(b_h, max=-4)``, zero gradient above the bound). Here it is a Keras constraint
   (:class:`MaxValue`) that the optimizer applies after each update (a projection): the forward
   pass uses the stored bias, so a bias initialised above the bound is used as is until the
   first optimizer step.
 * ``detach_recurrent`` (default False): stop the gradient through ``h[t-1]`` and
-  ``h_s[t-1]`` in every use at step ``t`` (the re-implementation's default is True). The
-  gradient still flows through the input integrator ``i``.
-* ``straight_through`` (default False): forward ``ReLU(h)``, backward identity (the
-  re-implementation's ``relu_bypass=True``).
+  ``h_s[t-1]`` in every use at step ``t`` ([R]'s default is True and its docstring says the
+  paper does this; not verified). The gradient still flows through the input integrator ``i``.
+* ``straight_through`` (default False): forward ``ReLU(h)``, backward identity ([R]'s
+  ``relu_bypass=True``; [F]'s ``surrogate_relu`` is probably the same, unverified).
 
 Implementation notes: :func:`src_step` is the reference step; :class:`SpikingRecurrentCell`
 calls it for ``keras.layers.RNN``; the sequence layer :class:`SRC` computes ``W_s s_in`` for all

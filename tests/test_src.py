@@ -52,6 +52,21 @@ def _single_neuron(current, steps, **kwargs):
 
 
 # ---- single-neuron behaviour ---------------------------------------------------------------------
+def test_default_slow_gate_is_the_reference_logistic():
+    """Default gate == the form of the authors' group's float reference (see the src module
+    docstring, source [F]): z_hyp - (z_hyp - z_dep) / (1 + exp(-10 (h[t-1] - 0.5)))."""
+    cell = SpikingRecurrentCell(5, dtype="float64")
+    h_prev = np.array([[-0.9, 0.0, 0.45, 0.5, 0.9]])
+    state = SRCState(*(np.zeros((1, 5)),) * 3)._replace(h=h_prev, h_s=np.full((1, 5), 0.3))
+    cell.build((None, 1))
+    params = cell.step_params(tf.float64)
+    _, new = src_step(state, np.zeros((1, 5)), **params)
+    z_s = 0.9 - (0.9 - 0.0) / (1.0 + np.exp(-10.0 * (h_prev - 0.5)))
+    expected_hs = z_s * 0.3 + (1.0 - z_s) * h_prev
+    # float64 on O(1) values: the two forms differ by rounding only
+    np.testing.assert_allclose(new.h_s.numpy(), expected_hs, rtol=0, atol=1e-12)
+
+
 def test_first_steps_by_hand():
     # c = 0.6 per step, states start at 0, b = -6:
     # t0: i = 0.6, x = 3 tanh(0.2), h = tanh(x - 6), h_s = 0 (z_s = 0.9 + ... uses h = 0)
