@@ -17,9 +17,11 @@ float32, loss = softmax cross-entropy of the readout membrane's maximum over tim
 Rows, timed one after another in one process with the same thread count (``--threads``):
 
 * **keras_spiking** (the reference row): ``keras.Sequential([Input, LIF(256), LI(20)])`` trained
-  by a ``tf.function`` with ``tf.GradientTape`` and ``keras.optimizers.Adam``;
+  by a ``tf.function`` with ``tf.GradientTape`` and ``keras.optimizers.Adam``, with the
+  defaults (``use_custom_ops="auto"``: the C++ kernels when they build here);
 * **keras_spiking, train_on_batch**: the same model after ``model.compile`` (Keras' overhead);
-* **keras_spiking, jit_compile=False**: both layers with the plain (not XLA) while-loop scan;
+* **keras_spiking, pure TF**: ``use_custom_ops=False``: dense matmuls and the XLA scans;
+* **keras_spiking, pure TF, jit_compile=False**: the plain (not XLA) while-loop scans;
 * **floor**: only the two big matmuls of any dense implementation, the input current
   ``[B*T, 700] @ [700, 256]`` and its weight gradient ``[700, B*T] @ [B*T, 256]``;
 * **snnTorch** (``snntorch.Leaky``) and **Norse** (``LIFBoxCell`` + ``LI``), when importable.
@@ -80,7 +82,8 @@ LEARNING_RATE = 1e-3
 
 KS = "keras_spiking"
 KS_FIT = "keras_spiking, train_on_batch"
-KS_NOJIT = "keras_spiking, jit_compile=False"
+KS_PURETF = "keras_spiking, pure TF (use_custom_ops=False)"
+KS_NOJIT = "keras_spiking, pure TF, jit_compile=False"
 FLOOR = "floor: the two matmuls"
 SNNTORCH = "snnTorch"
 NORSE = "Norse"
@@ -108,7 +111,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated rows to leave out: fit, nojit, floor, snntorch, norse",
+        help="comma-separated rows to leave out: fit, puretf, nojit, floor, snntorch, norse",
     )
     parser.add_argument(
         "--breakdown", action="store_true", help="also time the pieces of the keras_spiking step"
@@ -227,7 +230,7 @@ class TFSide:
         logits = tf.reduce_max(v, axis=1)  # max over time of the readout membrane
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
 
-    def model(self, jit: bool = True):
+    def model(self, jit: bool = True, custom_ops="auto"):
         keras, layers = self.keras, self.ks.layers
         model = keras.Sequential(
             [
@@ -239,8 +242,9 @@ class TFSide:
                     reset="subtract",
                     surrogate="fast_sigmoid",
                     jit_compile=jit,
+                    use_custom_ops=custom_ops,
                 ),
-                layers.LI(N_OUT, tau_mem=TAU_MEM, jit_compile=jit),
+                layers.LI(N_OUT, tau_mem=TAU_MEM, jit_compile=jit, use_custom_ops=custom_ops),
             ]
         )
         model.set_weights([self.work.w1, self.work.w2])
@@ -681,8 +685,13 @@ def main(argv=None) -> int:
         fit_model = tf_side.model(jit=True)
         fit_step, loss_name = tf_side.fit_step(fit_model)
         rows.append(Row(KS_FIT, fit_step, f"after model.compile, {loss_name}"))
+    if "puretf" not in args.skip:
+        puretf_model = tf_side.model(custom_ops=False)
+        puretf_step = tf_side.tape_step(puretf_model)
+        rows.append(Row(KS_PURETF, puretf_step, "dense matmuls, XLA scans"))
+        checks.append(tf_side.check(KS_PURETF, puretf_model, puretf_step, args.train_steps))
     if "nojit" not in args.skip:
-        nojit_model = tf_side.model(jit=False)
+        nojit_model = tf_side.model(jit=False, custom_ops=False)
         nojit_step = tf_side.tape_step(nojit_model)
         rows.append(Row(KS_NOJIT, nojit_step, "plain tf.while_loop scans"))
         checks.append(tf_side.check(KS_NOJIT, nojit_model, nojit_step, args.train_steps))
@@ -732,6 +741,8 @@ def main(argv=None) -> int:
         f"{', '.join(f'{v:.2f}' for v in info['load_average_at_start'])}."
     )
     print("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    kernels = "on" if keras_spiking.ops.available() else "OFF (library did not build or load)"
+    print(f"keras_spiking custom ops (the default rows): {kernels}.")
     busy = info["load_average_at_start"][0]
     if busy > 0.5 * (info["logical_cpus"] or 1):
         problems.append(

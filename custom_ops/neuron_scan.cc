@@ -1,4 +1,4 @@
-// Fused time scans of the LIF and current-based LIF neurons (forward and surrogate-gradient
+// Fused time scans of the LIF, current-based LIF and leaky-integrator neurons (forward and surrogate-gradient
 // BPTT backward), one op each instead of a while loop of small TF ops. The semantics are those
 // of keras_spiking/scan.py without recurrent weights (a recurrent layer keeps the TF scan):
 //
@@ -201,6 +201,49 @@ REGISTER_OP("KerasSpiking>CubaLifScanGrad")
       return Status();
     })
     .Doc("Surrogate-gradient BPTT of CubaLifScan.");
+
+REGISTER_OP("KerasSpiking>LiScan")
+    .Input("currents: T")
+    .Input("v0: T")
+    .Input("beta: T")
+    .Output("membrane: T")
+    .Output("v_last: T")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ScanDims d = Unknown(c);
+      TF_RETURN_IF_ERROR(MergeSeq(c, 0, &d));
+      TF_RETURN_IF_ERROR(MergeState(c, 1, &d));
+      TF_RETURN_IF_ERROR(MergeDecay(c, 2, &d));
+      c->set_output(0, c->MakeShape({d.batch, d.steps, d.units}));
+      c->set_output(1, c->Matrix(d.batch, d.units));
+      return Status();
+    })
+    .Doc("Leaky integrator scan: v[t] = beta v[t-1] + x[t], all steps and the last.");
+
+REGISTER_OP("KerasSpiking>LiScanGrad")
+    .Input("grad_membrane: T")
+    .Input("grad_v_last: T")
+    .Input("membrane: T")
+    .Input("v0: T")
+    .Input("beta: T")
+    .Output("grad_currents: T")
+    .Output("grad_v0: T")
+    .Output("grad_beta: T")
+    .Attr("decay_grad: bool = true")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ScanDims d = Unknown(c);
+      TF_RETURN_IF_ERROR(MergeSeq(c, 0, &d));
+      TF_RETURN_IF_ERROR(MergeState(c, 1, &d));
+      TF_RETURN_IF_ERROR(MergeSeq(c, 2, &d));
+      TF_RETURN_IF_ERROR(MergeState(c, 3, &d));
+      TF_RETURN_IF_ERROR(MergeDecay(c, 4, &d));
+      c->set_output(0, c->MakeShape({d.batch, d.steps, d.units}));
+      c->set_output(1, c->Matrix(d.batch, d.units));
+      c->set_output(2, c->Vector(d.units));
+      return Status();
+    })
+    .Doc("BPTT of LiScan.");
 
 namespace {
 
@@ -645,6 +688,109 @@ class CubaLifScanGradOp : public OpKernel {
   bool decay_grad_ = true;
 };
 
+// ------------------------------------------------------------------------------------------
+// Leaky integrator (the non-spiking readout)
+// ------------------------------------------------------------------------------------------
+template <typename T>
+class LiScanOp : public OpKernel {
+ public:
+  explicit LiScanOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& currents = context->input(0);
+    OP_REQUIRES_OK(context, CheckInput("LiScan", "currents", currents, {-1, -1, -1}));
+    const int64_t batch = currents.dim_size(0), steps = currents.dim_size(1),
+                  n = currents.dim_size(2);
+    OP_REQUIRES_OK(context, CheckInput("LiScan", "v0", context->input(1), {batch, n}));
+    OP_REQUIRES_OK(context, CheckInput("LiScan", "beta", context->input(2), {n}));
+    Tensor *membrane, *v_last;
+    OP_REQUIRES_OK(context, context->allocate_output(0, currents.shape(), &membrane));
+    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({batch, n}), &v_last));
+    const T* x = currents.flat<T>().data();
+    const T* v0 = context->input(1).flat<T>().data();
+    const T* beta = context->input(2).flat<T>().data();
+    T* v_out = membrane->flat<T>().data();
+    T* v_state = v_last->flat<T>().data();
+    ForEachPart(context, batch, NumParts(context, batch), steps * n * 3,
+                [&](int64_t, int64_t b0, int64_t b1) {
+                  for (int64_t b = b0; b < b1; ++b) {
+                    T* __restrict v = v_state + b * n;
+                    std::copy(v0 + b * n, v0 + (b + 1) * n, v);
+                    for (int64_t t = 0; t < steps; ++t) {
+                      const int64_t off = (b * steps + t) * n;
+                      const T* __restrict xt = x + off;
+                      T* __restrict vt = v_out + off;
+                      for (int64_t j = 0; j < n; ++j) {
+                        v[j] = beta[j] * v[j] + xt[j];
+                        vt[j] = v[j];
+                      }
+                    }
+                  }
+                });
+  }
+};
+
+template <typename T>
+class LiScanGradOp : public OpKernel {
+ public:
+  explicit LiScanGradOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("decay_grad", &decay_grad_));
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const char* op = "LiScanGrad";
+    const Tensor& g_membrane = context->input(0);
+    OP_REQUIRES_OK(context, CheckInput(op, "grad_membrane", g_membrane, {-1, -1, -1}));
+    const int64_t batch = g_membrane.dim_size(0), steps = g_membrane.dim_size(1),
+                  n = g_membrane.dim_size(2);
+    OP_REQUIRES_OK(context, CheckInput(op, "grad_v_last", context->input(1), {batch, n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "membrane", context->input(2), {batch, steps, n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "v0", context->input(3), {batch, n}));
+    OP_REQUIRES_OK(context, CheckInput(op, "beta", context->input(4), {n}));
+    Tensor *g_x_t, *g_v0_t, *g_beta_t;
+    OP_REQUIRES_OK(context, context->allocate_output(0, g_membrane.shape(), &g_x_t));
+    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({batch, n}), &g_v0_t));
+    OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({n}), &g_beta_t));
+    const T* gm = g_membrane.flat<T>().data();
+    const T* g_v_last = context->input(1).flat<T>().data();
+    const T* v_all = context->input(2).flat<T>().data();
+    const T* v0 = context->input(3).flat<T>().data();
+    const T* beta = context->input(4).flat<T>().data();
+    T* g_x = g_x_t->flat<T>().data();
+    T* g_v0 = g_v0_t->flat<T>().data();
+    const int64_t parts = NumParts(context, batch);
+    std::vector<T> partial(parts * n, T(0));
+    ForEachPart(context, batch, parts, steps * n * 4, [&](int64_t p, int64_t b0, int64_t b1) {
+      T* __restrict g_beta = partial.data() + p * n;
+      for (int64_t b = b0; b < b1; ++b) {
+        T* __restrict g_v = g_v0 + b * n;  // dL/dv[t] from later steps, carried backward
+        std::copy(g_v_last + b * n, g_v_last + (b + 1) * n, g_v);
+        for (int64_t t = steps - 1; t >= 0; --t) {
+          const int64_t off = (b * steps + t) * n;
+          const T* __restrict gmt = gm + off;
+          const T* __restrict prev = t > 0 ? v_all + off - n : v0 + b * n;  // v[t-1]
+          T* __restrict gxt = g_x + off;
+          for (int64_t j = 0; j < n; ++j) {
+            const T g = gmt[j] + g_v[j];
+            gxt[j] = g;
+            g_beta[j] += g * prev[j];
+            g_v[j] = beta[j] * g;
+          }
+        }
+      }
+    });
+    T* g_beta = g_beta_t->flat<T>().data();
+    if (decay_grad_) {
+      SumParts(partial, parts, n, g_beta);
+    } else {
+      std::fill(g_beta, g_beta + n, T(0));
+    }
+  }
+
+ private:
+  bool decay_grad_ = true;
+};
+
 #define REGISTER_KERNELS(T)                                                               \
   REGISTER_KERNEL_BUILDER(                                                                \
       Name("KerasSpiking>LifScan").Device(DEVICE_CPU).TypeConstraint<T>("T"),             \
@@ -657,7 +803,12 @@ class CubaLifScanGradOp : public OpKernel {
       CubaLifScanOp<T>);                                                                  \
   REGISTER_KERNEL_BUILDER(                                                                \
       Name("KerasSpiking>CubaLifScanGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),     \
-      CubaLifScanGradOp<T>);
+      CubaLifScanGradOp<T>);                                                              \
+  REGISTER_KERNEL_BUILDER(                                                                \
+      Name("KerasSpiking>LiScan").Device(DEVICE_CPU).TypeConstraint<T>("T"), LiScanOp<T>); \
+  REGISTER_KERNEL_BUILDER(                                                                \
+      Name("KerasSpiking>LiScanGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),          \
+      LiScanGradOp<T>);
 
 REGISTER_KERNELS(float);
 REGISTER_KERNELS(double);

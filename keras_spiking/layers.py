@@ -425,6 +425,18 @@ class LI(SpikingSequence):
         )
         return v_all, [v_last]
 
+    def _fused_scan_supported(self) -> bool:
+        return self.compute_dtype in ("float32", "float64")
+
+    def _kernel_scan(self, currents, states):
+        v_all, v_last = ops.li_scan(
+            currents,
+            states[0],
+            self.cell.decay("tau_mem"),
+            decay_grad=self.cell.train_time_constants,
+        )
+        return v_all, [v_last]
+
 
 # The Spiking Recurrent Cell's layer lives in its own module; exported here with the others.
 from keras_spiking.src import SRC  # noqa: E402

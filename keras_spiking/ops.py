@@ -9,11 +9,11 @@ Two kinds of kernels accelerate the spiking layers on a CPU (sources in ``custom
   equals ``tf.matmul`` for any input (zeros are skipped; the one difference is that a NaN or
   inf weight does not reach outputs whose input for it is zero). The input gradient
   ``g W^T`` is dense and uses ``tf.matmul``.
-* :func:`lif_scan` and :func:`cuba_lif_scan` run a whole ``[batch, T, n]`` sequence of
-  (non-recurrent) LIF or current-based LIF neurons in one op, and the surrogate-gradient BPTT
-  backward in another, with the semantics of :mod:`keras_spiking.scan` (its ``lif_scan`` and
-  ``cuba_lif_scan`` are the pure-TF twins; the tests check forward passes and every gradient
-  against them and against float64 finite differences).
+* :func:`lif_scan`, :func:`cuba_lif_scan` and :func:`li_scan` run a whole ``[batch, T, n]``
+  sequence of (non-recurrent) LIF, current-based LIF or leaky-integrator neurons in one op,
+  and the surrogate-gradient BPTT backward in another, with the semantics of
+  :mod:`keras_spiking.scan`, whose scans are the pure-TF twins (the tests check forward
+  passes and every gradient against them and against float64 finite differences).
 
 Switching: every spiking sequence layer takes ``use_custom_ops="auto" | True | False``.
 ``True`` requires the kernels (an error says how to rebuild if they cannot load); ``False``
@@ -255,11 +255,32 @@ def synaptic_input(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     kernel = tf.cast(kernel, inputs.dtype)
     if kernel.shape[-1] is not None and kernel.shape[-1] < MIN_EVENT_OUTPUTS:
         return sparse_spike_matmul_reference(inputs, kernel)
-    return tf.cond(
-        input_density(inputs) < DENSITY_CUTOFF,
-        lambda: sparse_spike_matmul(inputs, kernel),
-        lambda: sparse_spike_matmul_reference(inputs, kernel),
-    )
+    lib = load()
+
+    @tf.custom_gradient
+    def product(flat, kernel):
+        use_events = input_density(flat) < DENSITY_CUTOFF
+        out = tf.cond(
+            use_events,
+            lambda: lib.keras_spiking_sparse_spike_matmul(flat, kernel),
+            lambda: tf.matmul(flat, kernel),
+        )
+
+        def grad(g):
+            # The input gradient stays outside the cond: a first layer's (unused) input
+            # gradient is then pruned from the graph, which a branch of a cond never is.
+            g_flat = tf.matmul(g, kernel, transpose_b=True)
+            g_kernel = tf.cond(
+                use_events,
+                lambda: lib.keras_spiking_sparse_spike_matmul_grad_weights(flat, g),
+                lambda: tf.matmul(flat, g, transpose_a=True),
+            )
+            return g_flat, g_kernel
+
+        return out, grad
+
+    out = product(_as_matrix(inputs), kernel)
+    return tf.reshape(out, tf.concat([tf.shape(inputs)[:-1], tf.shape(kernel)[-1:]], 0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,6 +398,39 @@ def cuba_lif_scan(
         return (spikes, i_last, v_last), grad
 
     return scan(currents, i0, v0, alpha, beta)
+
+
+def li_scan(currents, v0, beta, *, decay_grad: bool = True):
+    """Fused-kernel twin of :func:`keras_spiking.scan.li_scan`.
+
+    Args:
+        currents: ``[batch, T, n]`` input currents.
+        v0: initial membrane ``[batch, n]``.
+        beta: decay per step ``[n]``.
+        decay_grad: compute the gradient of ``beta`` (else zeros).
+
+    Returns:
+        ``(v [batch, T, n], v_last [batch, n])``.
+    """
+    lib = load()
+
+    @tf.custom_gradient
+    def scan(currents, v0, beta):
+        v_all, v_last = lib.keras_spiking_li_scan(currents, v0, beta)
+
+        def grad(g_v_all, g_v_last):
+            return lib.keras_spiking_li_scan_grad(
+                _zeros_if_none(g_v_all, v_all),
+                _zeros_if_none(g_v_last, v_last),
+                v_all,
+                v0,
+                beta,
+                decay_grad=decay_grad,
+            )
+
+        return (v_all, v_last), grad
+
+    return scan(currents, v0, beta)
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -194,6 +194,15 @@ def _cuba_run(fn, case, **options):
     return [spikes, i_last, v_last, *tape.gradient(loss, [x, i0, v0, alpha, beta])]
 
 
+def _li_run(fn, case, **options):
+    x, v0, beta = case["x"], case["v0"], case["beta"]
+    with tf.GradientTape() as tape:
+        tape.watch([x, v0, beta])
+        v_all, v_last = fn(x, v0, beta, **options)
+        loss = tf.reduce_sum(v_all * case["gs"]) + tf.reduce_sum(v_last * case["g1"])
+    return [v_all, v_last, *tape.gradient(loss, [x, v0, beta])]
+
+
 def _twin(fn):
     return lambda *args, **options: fn(*args, jit=False, **options)
 
@@ -237,6 +246,17 @@ def test_cuba_lif_scan_equals_twin(lib, rng, surrogate, reset, detach_reset):
     _assert_same(got, want)
 
 
+@pytest.mark.parametrize("decay_grad", [True, False])
+@pytest.mark.parametrize("dtype", [tf.float64, tf.float32], ids=["f64", "f32"])
+def test_li_scan_equals_twin(lib, rng, decay_grad, dtype):
+    case = _scan_case(rng, 3, 40, 6, dtype=dtype)
+    got = _li_run(ops.li_scan, case, decay_grad=decay_grad)
+    want = _li_run(_twin(scan.li_scan), case, decay_grad=decay_grad)
+    _assert_same(got, want, dtype)
+    if not decay_grad:
+        np.testing.assert_array_equal(got[-1], np.zeros(6))
+
+
 @pytest.mark.parametrize("kind", ["lif", "cuba"])
 def test_scan_float32_and_constant_decays(lib, rng, kind):
     case = _scan_case(rng, 4, 30, 9, dtype=tf.float32)
@@ -253,11 +273,14 @@ def test_scan_float32_and_constant_decays(lib, rng, kind):
 
 
 @pytest.mark.parametrize("shape", [(0, 5, 3), (2, 0, 3), (2, 5, 0)])
-@pytest.mark.parametrize("kind", ["lif", "cuba"])
+@pytest.mark.parametrize("kind", ["lif", "cuba", "li"])
 def test_scan_empty_shapes(lib, rng, shape, kind):
     case = _scan_case(rng, *shape)
     options = {"surrogate": surrogates.get("arctan")}
-    if kind == "lif":
+    if kind == "li":
+        got = _li_run(ops.li_scan, case)
+        want = _li_run(_twin(scan.li_scan), case)
+    elif kind == "lif":
         got = _lif_run(ops.lif_scan, case, **options)
         want = _lif_run(_twin(scan.lif_scan), case, **options)
     else:
@@ -301,6 +324,10 @@ def test_scan_raw_ops_reject_bad_inputs(lib):
         lib.keras_spiking_lif_scan_grad(
             x, v0, membrane, v0, beta, theta, surrogate="arctan", scale=0.0
         )
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="rank"):
+        lib.keras_spiking_li_scan(tf.ones((2, 4)), v0, beta)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+        lib.keras_spiking_li_scan_grad(x, v0, tf.ones((2, 4, 4)), v0, beta)
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
         lib.keras_spiking_cuba_lif_scan_grad(
             x,

@@ -9,9 +9,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_demo_round_trip(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), "--out", str(tmp_path),
-         "--epochs", "2", "--steps", "10"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "demo.py"),
+            "--out",
+            str(tmp_path),
+            "--epochs",
+            "2",
+            "--steps",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Test accuracy:" in result.stdout
