@@ -12,6 +12,7 @@
 // and is left to TF's own matmul (keras_spiking/ops.py).
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #ifdef __AVX512F__
@@ -70,6 +71,35 @@ REGISTER_OP("KerasSpiking>SparseSpikeMatmulGradWeights")
       return Status();
     })
     .Doc("spikes^T [n_in, rows] @ grad [rows, n_out], iterating over nonzero spikes only.");
+
+REGISTER_OP("KerasSpiking>SparseLifStep")
+    .Input("spikes: T")
+    .Input("weights: T")
+    .Input("v: T")
+    .Input("beta: T")
+    .Input("threshold: T")
+    .Output("spikes_out: T")
+    .Output("v_out: T")
+    .Attr("reset: {'subtract', 'zero'} = 'subtract'")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle spikes, weights, v, beta, threshold;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &spikes));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &weights));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &v));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &beta));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 0, &threshold));
+      DimensionHandle batch, units, unused;
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(spikes, 1), c->Dim(weights, 0), &unused));
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(spikes, 0), c->Dim(v, 0), &batch));
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(weights, 1), c->Dim(v, 1), &units));
+      TF_RETURN_IF_ERROR(c->Merge(units, c->Dim(beta, 0), &units));
+      c->set_output(0, c->Matrix(batch, units));
+      c->set_output(1, c->Matrix(batch, units));
+      return Status();
+    })
+    .Doc("One streaming LIF step with event-driven input: u = beta v + spikes @ weights, "
+         "S = H(u - theta), v' = reset(u). Inference only (no gradient).");
 
 namespace {
 
@@ -315,6 +345,90 @@ class SparseSpikeMatmulGradWeightsOp : public OpKernel {
   }
 };
 
+// One LIF step for streaming inference, fused with its event-driven input (no gradient):
+//   u = beta * v + sum over active k of spikes[b, k] * weights[k, :];  S = H(u - theta);
+//   v' = u - theta S (subtract) or u (1 - S) (zero).
+// A single op per time step keeps a step's cost near the work itself at batch 1.
+template <typename T>
+class SparseLifStepOp : public OpKernel {
+ public:
+  explicit SparseLifStepOp(OpKernelConstruction* context) : OpKernel(context) {
+    std::string reset;
+    OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
+    reset_zero_ = reset == "zero";
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const char* op = "SparseLifStep";
+    const Tensor& spikes = context->input(0);
+    const Tensor& weights = context->input(1);
+    const Tensor& v_in = context->input(2);
+    const Tensor& beta_t = context->input(3);
+    const Tensor& threshold = context->input(4);
+    OP_REQUIRES_OK(context, CheckMatrix(spikes, op, "spikes"));
+    OP_REQUIRES_OK(context, CheckMatrix(weights, op, "weights"));
+    OP_REQUIRES_OK(context, CheckMatrix(v_in, op, "v"));
+    const int64_t batch = spikes.dim_size(0), n_in = spikes.dim_size(1);
+    const int64_t n = weights.dim_size(1);
+    OP_REQUIRES(context, weights.dim_size(0) == n_in,
+                errors::InvalidArgument(op, ": spikes has ", n_in, " columns but weights has ",
+                                        weights.dim_size(0), " rows; they must match"));
+    OP_REQUIRES(context, v_in.dim_size(0) == batch && v_in.dim_size(1) == n,
+                errors::InvalidArgument(op, ": v must have shape [", batch, ", ", n, "], got ",
+                                        v_in.shape().DebugString()));
+    OP_REQUIRES(context, beta_t.dims() == 1 && beta_t.dim_size(0) == n,
+                errors::InvalidArgument(op, ": beta must have shape [", n, "], got ",
+                                        beta_t.shape().DebugString()));
+    OP_REQUIRES(context, threshold.dims() == 0,
+                errors::InvalidArgument(op, ": threshold must be a scalar (rank 0), got shape ",
+                                        threshold.shape().DebugString()));
+    Tensor *s_out_t, *v_out_t;
+    OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({batch, n}), &s_out_t));
+    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({batch, n}), &v_out_t));
+    const T* x = spikes.flat<T>().data();
+    const T* w = weights.flat<T>().data();
+    const T* v = v_in.flat<T>().data();
+    const T* beta = beta_t.flat<T>().data();
+    const T theta = threshold.scalar<T>()();
+    T* s_out = s_out_t->flat<T>().data();
+    T* v_out = v_out_t->flat<T>().data();
+    const bool reset_zero = reset_zero_;
+    auto rows_fn = [=](int64_t begin, int64_t end) {
+      std::vector<int64_t> active(n_in + 16);  // slack for 8-wide stores
+      for (int64_t b = begin; b < end; ++b) {
+        const T* xb = x + b * n_in;
+        T* u = v_out + b * n;  // the input current accumulates in place of v'
+        std::fill(u, u + n, T(0));
+        const int64_t count = CompactActive(xb, n_in, active.data());
+        int64_t a = 0;
+        for (; a + 4 <= count; a += 4) {
+          const int64_t k0 = active[a], k1 = active[a + 1], k2 = active[a + 2],
+                        k3 = active[a + 3];
+          Axpy4(u, w + k0 * n, w + k1 * n, w + k2 * n, w + k3 * n, xb[k0], xb[k1], xb[k2],
+                xb[k3], n);
+        }
+        for (; a < count; ++a) Axpy(u, w + active[a] * n, xb[active[a]], n);
+        const T* vb = v + b * n;
+        T* sb = s_out + b * n;
+        for (int64_t j = 0; j < n; ++j) {
+          const T uj = beta[j] * vb[j] + u[j];
+          const T s = uj > theta ? T(1) : T(0);
+          sb[j] = s;
+          u[j] = reset_zero ? uj * (T(1) - s) : uj - theta * s;
+        }
+      }
+    };
+    if (batch == 1) {
+      rows_fn(0, 1);  // one row: no thread hand-off
+    } else {
+      ParallelRange(context, batch, n_in + n * n_in / 10 + n + 1, rows_fn);
+    }
+  }
+
+ private:
+  bool reset_zero_ = false;
+};
+
 #define REGISTER_KERNELS(T)                                                    \
   REGISTER_KERNEL_BUILDER(Name("KerasSpiking>SparseSpikeMatmul")              \
                               .Device(DEVICE_CPU)                              \
@@ -323,7 +437,11 @@ class SparseSpikeMatmulGradWeightsOp : public OpKernel {
   REGISTER_KERNEL_BUILDER(Name("KerasSpiking>SparseSpikeMatmulGradWeights")   \
                               .Device(DEVICE_CPU)                              \
                               .TypeConstraint<T>("T"),                         \
-                          SparseSpikeMatmulGradWeightsOp<T>);
+                          SparseSpikeMatmulGradWeightsOp<T>);                  \
+  REGISTER_KERNEL_BUILDER(Name("KerasSpiking>SparseLifStep")                  \
+                              .Device(DEVICE_CPU)                              \
+                              .TypeConstraint<T>("T"),                         \
+                          SparseLifStepOp<T>);
 
 REGISTER_KERNELS(float);
 REGISTER_KERNELS(double);

@@ -236,6 +236,55 @@ def sparse_spike_matmul_reference(spikes: tf.Tensor, weights: tf.Tensor) -> tf.T
     return tf.reshape(out, tf.concat([tf.shape(spikes)[:-1], tf.shape(weights)[-1:]], 0))
 
 
+def lif_step(
+    spikes: tf.Tensor,
+    weights: tf.Tensor,
+    v: tf.Tensor,
+    beta: tf.Tensor,
+    *,
+    threshold: float = 1.0,
+    reset: str = "subtract",
+) -> tuple[tf.Tensor, tf.Tensor]:
+    r"""One LIF step for streaming inference, fused with its event-driven input (one op).
+
+    .. math::
+        u = \beta v + x W, \qquad S = H(u - \theta), \qquad
+        v' = u - \theta S \;\text{(subtract)} \quad\text{or}\quad u (1 - S) \;\text{(zero)}
+
+    Only the active inputs of each row are visited (as in :func:`sparse_spike_matmul`). The op
+    has no gradient: use the layers (or :func:`lif_scan`) to train.
+
+    Args:
+        spikes: ``[batch, n_in]`` input spikes (any values; zeros are skipped).
+        weights: ``[n_in, n]`` synaptic weights.
+        v: ``[batch, n]`` membrane after the previous step's reset.
+        beta: ``[n]`` membrane decay per step.
+        threshold: firing threshold > 0.
+        reset: "subtract" or "zero".
+
+    Returns:
+        ``(S [batch, n], v' [batch, n])``.
+    """
+    lib = load()
+    spikes = tf.convert_to_tensor(spikes)
+    dtype = spikes.dtype
+    return lib.keras_spiking_sparse_lif_step(
+        spikes,
+        tf.cast(weights, dtype),
+        tf.cast(v, dtype),
+        tf.cast(beta, dtype),
+        tf.constant(threshold, dtype),
+        reset=reset,
+    )
+
+
+def lif_step_reference(spikes, weights, v, beta, *, threshold=1.0, reset="subtract"):
+    """Pure-TF twin of :func:`lif_step`."""
+    u = beta * v + tf.matmul(spikes, weights)
+    s = tf.cast(u > threshold, u.dtype)
+    return s, (u - threshold * s if reset == "subtract" else u * (1 - s))
+
+
 def input_density(inputs: tf.Tensor) -> tf.Tensor:
     """Fraction of nonzero entries, estimated from 64 rows spread evenly over the input."""
     flat = _as_matrix(inputs)

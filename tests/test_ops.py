@@ -155,6 +155,45 @@ def test_sparse_matmul_random_cases_equal_twin(rows, n_in, n_out, density, doubl
         np.testing.assert_allclose(a, b, **_tol(dtype))
 
 
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("batch, density", [(1, 0.02), (5, 0.3), (3, 0.0), (0, 0.5)])
+def test_streaming_lif_step_equals_twin_and_scan(lib, rng, reset, batch, density):
+    x = _spikes(rng, (batch, 40), density, tf.float64)
+    w = tf.constant(rng.normal(0, 0.5, (40, 12)), tf.float64)
+    v = tf.constant(rng.normal(0.5, 0.5, (batch, 12)), tf.float64)
+    beta = tf.constant(rng.uniform(0.5, 0.99, 12), tf.float64)
+    got = ops.lif_step(x, w, v, beta, threshold=0.8, reset=reset)
+    want = ops.lif_step_reference(x, w, v, beta, threshold=0.8, reset=reset)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, **F64)
+    # and one step of the training scan on the same current gives the same state
+    spikes, v_last, _ = scan.lif_scan(
+        tf.matmul(x, w)[:, None],
+        v,
+        tf.zeros_like(v),
+        beta,
+        threshold=0.8,
+        surrogate=surrogates.get("arctan"),
+        reset=reset,
+        jit=False,
+    )
+    np.testing.assert_allclose(got[0], spikes[:, 0], **F64)
+    np.testing.assert_allclose(got[1], v_last, **F64)
+
+
+def test_streaming_lif_step_rejects_bad_shapes(lib):
+    op = lib.keras_spiking_sparse_lif_step
+    x, w, v, beta, theta = tf.ones((2, 3)), tf.ones((3, 4)), tf.ones((2, 4)), tf.ones(4), 1.0
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+        op(x, tf.ones((5, 4)), v, beta, theta)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+        op(x, w, tf.ones((2, 5)), beta, theta)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+        op(x, w, v, tf.ones(3), theta)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+        op(x, w, v, beta, tf.ones(2))
+
+
 # --------------------------------------------------------------------------------------------
 # Fused scans
 # --------------------------------------------------------------------------------------------
