@@ -114,6 +114,24 @@ def test_sparse_matmul_empty_shapes(lib, shape):
     np.testing.assert_array_equal(gw, np.zeros((n_in, n_out)))
 
 
+def test_kernels_take_dimensions_past_int32_range(lib):
+    """Shapes past 2**31 (int64 sizes and offsets) with nothing to allocate. The raw ops are
+    called: TF's own reduce_sum gradient overflows on such shapes, so no loss is built."""
+    huge = 2**31 + 5
+    out = lib.keras_spiking_sparse_spike_matmul(tf.zeros((0, huge)), tf.zeros((huge, 0)))
+    assert out.shape == (0, 0)
+    grad = lib.keras_spiking_sparse_spike_matmul_grad_weights(tf.zeros((0, huge)), tf.zeros((0, 0)))
+    assert grad.shape == (huge, 0)
+    x, state, decay, theta = tf.zeros((0, huge, 0)), tf.zeros((0, 0)), tf.zeros((0,)), 1.0
+    spikes, membrane, v_last = lib.keras_spiking_lif_scan(x, state, decay, theta)
+    assert spikes.shape == membrane.shape == (0, huge, 0) and v_last.shape == (0, 0)
+    grads = lib.keras_spiking_lif_scan_grad(
+        x, state, membrane, state, decay, theta, surrogate="arctan", scale=1.0
+    )
+    assert grads[0].shape == (0, huge, 0)
+    assert lib.keras_spiking_li_scan(x, state, decay)[0].shape == (0, huge, 0)
+
+
 def test_sparse_matmul_nan_spike_propagates(lib):
     x = tf.constant([[0.0, np.nan], [1.0, 0.0]])
     y = ops.sparse_spike_matmul(x, tf.ones((2, 3)))
