@@ -623,6 +623,7 @@ def breakdown(tf_side: TFSide, model, args) -> str:
         layer.check_inputs = False
     full_step = tf_side.tape_step(model)
     nocheck_step = tf_side.tape_step(nocheck)
+
     @tf.function
     def transpose_currents():
         return tf.transpose(currents, [1, 0, 2])

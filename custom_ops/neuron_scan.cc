@@ -1,5 +1,5 @@
-// Fused time scans of the LIF, current-based LIF and leaky-integrator neurons (forward and surrogate-gradient
-// BPTT backward), one op each instead of a while loop of small TF ops. The semantics are those
+// Fused time scans of the LIF, current-based LIF and leaky-integrator neurons (forward and
+// surrogate-gradient BPTT backward), one op each instead of a while loop of small TF ops. The semantics are those
 // of keras_spiking/scan.py without recurrent weights (a recurrent layer keeps the TF scan):
 //
 //   LIF:     u[t] = beta * v[t-1] + x[t];  S[t] = H(u[t] - theta);
@@ -359,6 +359,49 @@ inline void CubaGradStep(int64_t n, T k, T theta, bool reset_zero, bool detach,
 
 }  // namespace
 
+// Base of the BPTT kernels: reads the attributes they share and dispatches Compute to
+// Derived::Run<kShape>, so that the surrogate is a compile-time choice in the loops.
+template <typename Derived>
+class SurrogateGradOp : public OpKernel {
+ public:
+  SurrogateGradOp(OpKernelConstruction* context, const char* name) : OpKernel(context) {
+    std::string reset, surrogate;
+    float scale;
+    OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
+    OP_REQUIRES_OK(context, context->GetAttr("detach_reset", &detach_reset_));
+    OP_REQUIRES_OK(context, context->GetAttr("surrogate", &surrogate));
+    OP_REQUIRES_OK(context, context->GetAttr("scale", &scale));
+    OP_REQUIRES_OK(context, context->GetAttr("decay_grad", &decay_grad_));
+    OP_REQUIRES(context, ParseSurrogate(surrogate, &surrogate_),
+                errors::InvalidArgument(name, ": unknown surrogate '", surrogate, "'"));
+    OP_REQUIRES(context, scale > 0,
+                errors::InvalidArgument(name, ": scale must be > 0, got ", scale));
+    reset_zero_ = reset == "zero";
+    scale_ = scale;
+  }
+
+  void Compute(OpKernelContext* context) override {
+    auto* self = static_cast<Derived*>(this);
+    switch (surrogate_) {
+      case Surrogate::kFastSigmoid: return self->template Run<Surrogate::kFastSigmoid>(context);
+      case Surrogate::kArcTan: return self->template Run<Surrogate::kArcTan>(context);
+      case Surrogate::kSigmoid: return self->template Run<Surrogate::kSigmoid>(context);
+      case Surrogate::kTriangle: return self->template Run<Surrogate::kTriangle>(context);
+      case Surrogate::kExponential: return self->template Run<Surrogate::kExponential>(context);
+      case Surrogate::kGaussian: return self->template Run<Surrogate::kGaussian>(context);
+      case Surrogate::kStraightThrough:
+        return self->template Run<Surrogate::kStraightThrough>(context);
+    }
+  }
+
+ protected:
+  Surrogate surrogate_ = Surrogate::kFastSigmoid;
+  float scale_ = 1.0f;
+  bool reset_zero_ = false;
+  bool detach_reset_ = true;
+  bool decay_grad_ = true;
+};
+
 // ------------------------------------------------------------------------------------------
 // LIF
 // ------------------------------------------------------------------------------------------
@@ -419,37 +462,11 @@ class LifScanOp : public OpKernel {
 };
 
 template <typename T>
-class LifScanGradOp : public OpKernel {
+class LifScanGradOp : public SurrogateGradOp<LifScanGradOp<T>> {
  public:
-  explicit LifScanGradOp(OpKernelConstruction* context) : OpKernel(context) {
-    std::string reset, surrogate;
-    float scale;
-    OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
-    OP_REQUIRES_OK(context, context->GetAttr("detach_reset", &detach_reset_));
-    OP_REQUIRES_OK(context, context->GetAttr("surrogate", &surrogate));
-    OP_REQUIRES_OK(context, context->GetAttr("scale", &scale));
-    OP_REQUIRES_OK(context, context->GetAttr("decay_grad", &decay_grad_));
-    OP_REQUIRES(context, ParseSurrogate(surrogate, &surrogate_),
-                errors::InvalidArgument("LifScanGrad: unknown surrogate '", surrogate, "'"));
-    OP_REQUIRES(context, scale > 0,
-                errors::InvalidArgument("LifScanGrad: scale must be > 0, got ", scale));
-    reset_zero_ = reset == "zero";
-    scale_ = scale;
-  }
+  explicit LifScanGradOp(OpKernelConstruction* context)
+      : SurrogateGradOp<LifScanGradOp<T>>(context, "LifScanGrad") {}
 
-  void Compute(OpKernelContext* context) override {
-    switch (surrogate_) {
-      case Surrogate::kFastSigmoid: return Run<Surrogate::kFastSigmoid>(context);
-      case Surrogate::kArcTan: return Run<Surrogate::kArcTan>(context);
-      case Surrogate::kSigmoid: return Run<Surrogate::kSigmoid>(context);
-      case Surrogate::kTriangle: return Run<Surrogate::kTriangle>(context);
-      case Surrogate::kExponential: return Run<Surrogate::kExponential>(context);
-      case Surrogate::kGaussian: return Run<Surrogate::kGaussian>(context);
-      case Surrogate::kStraightThrough: return Run<Surrogate::kStraightThrough>(context);
-    }
-  }
-
- private:
   template <Surrogate kShape>
   void Run(OpKernelContext* context) {
     const char* op = "LifScanGrad";
@@ -474,8 +491,9 @@ class LifScanGradOp : public OpKernel {
     const T theta = ScalarValue<T>(context->input(5));
     T* g_x = g_x_t->flat<T>().data();
     T* g_v0 = g_v0_t->flat<T>().data();
-    const T k = static_cast<T>(scale_);
-    const bool reset_zero = reset_zero_, detach = detach_reset_, decay_grad = decay_grad_;
+    const T k = static_cast<T>(this->scale_);
+    const bool reset_zero = this->reset_zero_, detach = this->detach_reset_;
+    const bool decay_grad = this->decay_grad_;
     const int64_t parts = NumParts(context, batch);
     // The loop bodies are branch-free (loop-invariant options become selects and the decay
     // gradient is always accumulated) so that the compiler vectorises them over neurons.
@@ -506,11 +524,6 @@ class LifScanGradOp : public OpKernel {
     }
   }
 
-  Surrogate surrogate_ = Surrogate::kFastSigmoid;
-  float scale_ = 1.0f;
-  bool reset_zero_ = false;
-  bool detach_reset_ = true;
-  bool decay_grad_ = true;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -583,37 +596,11 @@ class CubaLifScanOp : public OpKernel {
 };
 
 template <typename T>
-class CubaLifScanGradOp : public OpKernel {
+class CubaLifScanGradOp : public SurrogateGradOp<CubaLifScanGradOp<T>> {
  public:
-  explicit CubaLifScanGradOp(OpKernelConstruction* context) : OpKernel(context) {
-    std::string reset, surrogate;
-    float scale;
-    OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
-    OP_REQUIRES_OK(context, context->GetAttr("detach_reset", &detach_reset_));
-    OP_REQUIRES_OK(context, context->GetAttr("surrogate", &surrogate));
-    OP_REQUIRES_OK(context, context->GetAttr("scale", &scale));
-    OP_REQUIRES_OK(context, context->GetAttr("decay_grad", &decay_grad_));
-    OP_REQUIRES(context, ParseSurrogate(surrogate, &surrogate_),
-                errors::InvalidArgument("CubaLifScanGrad: unknown surrogate '", surrogate, "'"));
-    OP_REQUIRES(context, scale > 0,
-                errors::InvalidArgument("CubaLifScanGrad: scale must be > 0, got ", scale));
-    reset_zero_ = reset == "zero";
-    scale_ = scale;
-  }
+  explicit CubaLifScanGradOp(OpKernelConstruction* context)
+      : SurrogateGradOp<CubaLifScanGradOp<T>>(context, "CubaLifScanGrad") {}
 
-  void Compute(OpKernelContext* context) override {
-    switch (surrogate_) {
-      case Surrogate::kFastSigmoid: return Run<Surrogate::kFastSigmoid>(context);
-      case Surrogate::kArcTan: return Run<Surrogate::kArcTan>(context);
-      case Surrogate::kSigmoid: return Run<Surrogate::kSigmoid>(context);
-      case Surrogate::kTriangle: return Run<Surrogate::kTriangle>(context);
-      case Surrogate::kExponential: return Run<Surrogate::kExponential>(context);
-      case Surrogate::kGaussian: return Run<Surrogate::kGaussian>(context);
-      case Surrogate::kStraightThrough: return Run<Surrogate::kStraightThrough>(context);
-    }
-  }
-
- private:
   template <Surrogate kShape>
   void Run(OpKernelContext* context) {
     const char* op = "CubaLifScanGrad";
@@ -645,8 +632,9 @@ class CubaLifScanGradOp : public OpKernel {
     T* g_x = g_x_t->flat<T>().data();
     T* g_i0 = g_i0_t->flat<T>().data();
     T* g_v0 = g_v0_t->flat<T>().data();
-    const T k = static_cast<T>(scale_);
-    const bool reset_zero = reset_zero_, detach = detach_reset_, decay_grad = decay_grad_;
+    const T k = static_cast<T>(this->scale_);
+    const bool reset_zero = this->reset_zero_, detach = this->detach_reset_;
+    const bool decay_grad = this->decay_grad_;
     const int64_t parts = NumParts(context, batch);
     // branch-free loop body, as in LifScanGrad, so that it vectorises over neurons
     std::vector<T> partial(2 * parts * n, T(0));
@@ -681,11 +669,6 @@ class CubaLifScanGradOp : public OpKernel {
     }
   }
 
-  Surrogate surrogate_ = Surrogate::kFastSigmoid;
-  float scale_ = 1.0f;
-  bool reset_zero_ = false;
-  bool detach_reset_ = true;
-  bool decay_grad_ = true;
 };
 
 // ------------------------------------------------------------------------------------------

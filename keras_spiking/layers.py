@@ -224,6 +224,12 @@ class SpikingSequence(keras.layers.Layer):
         """``_scan`` by the fused C++ kernel (only called when it is supported)."""
         raise NotImplementedError
 
+    def _spiking_kernel_supported(self) -> bool:
+        # the fused spiking scans have no recurrent weights and only the registered surrogates
+        return self.cell.recurrent_kernel is None and ops.supports(
+            self.cell.surrogate, self.compute_dtype
+        )
+
     def compute_output_shape(self, inputs_shape, initial_state_shape=None):
         input_shape = inputs_shape
         batch, steps = input_shape[0], input_shape[1]
@@ -309,9 +315,7 @@ class LIF(SpikingSequence):
         return spikes, [v, s]
 
     def _fused_scan_supported(self) -> bool:
-        return self.cell.recurrent_kernel is None and ops.supports(
-            self.cell.surrogate, self.compute_dtype
-        )
+        return self._spiking_kernel_supported()
 
     def _kernel_scan(self, currents, states):
         spikes, v, s = ops.lif_scan(
@@ -372,9 +376,7 @@ class CubaLIF(SpikingSequence):
         return spikes, [i, v]
 
     def _fused_scan_supported(self) -> bool:
-        return self.cell.recurrent_kernel is None and ops.supports(
-            self.cell.surrogate, self.compute_dtype
-        )
+        return self._spiking_kernel_supported()
 
     def _kernel_scan(self, currents, states):
         spikes, i, v = ops.cuba_lif_scan(
