@@ -11,11 +11,13 @@ with Bernoulli input spikes at 5 % density (fixed seed) and the spike-count cros
 a ``tf.function`` (``tf.GradientTape`` + ``keras.optimizers.Adam``) built from the same inputs:
 
 * **SRC, XLA**: ``SRC(100), SRC(10)`` with ``jit_compile=True`` (the default): XLA-compiled
-  forward loop, and a backward pass that recomputes the loop under a tape inside a second XLA
-  function (see :mod:`keras_spiking.src`);
+  forward loop and a hand-written backward loop in a second XLA function (see
+  :mod:`keras_spiking.src`);
 * **SRC, plain**: the same with ``jit_compile=False`` (``tf.while_loop`` + TF autodiff);
 * **LIF, XLA**: ``LIF(100), LIF(10)`` (fast-sigmoid surrogate, the defaults), whose scan is
-  XLA-compiled with a hand-written backward (:mod:`keras_spiking.scan`);
+  XLA-compiled with a hand-written backward (:mod:`keras_spiking.scan`), or, when the C++
+  kernels of :mod:`keras_spiking.ops` build (``use_custom_ops="auto"``), the fused kernels in
+  training calls; set ``KERAS_SPIKING_CUSTOM_OPS=0`` for the pure-TF LIF rows;
 * **LIF, plain**: the LIF layers with ``jit_compile=False``.
 
 Timing: ``--warmup`` untimed steps per row, then ``--repeats`` rounds; each round runs one step
@@ -24,7 +26,8 @@ table gives the median and interquartile range in ms and each row's ratio to "LI
 script prints the load average before and after: on a shared machine the numbers are only
 comparable within one run.
 
-Measured (2026-11-23, 2 shared CPU cores, TF 2.21; median ms, ratio to LIF, XLA):
+Measured before the C++ kernels existed (2026-11-23, 2 shared CPU cores, TF 2.21; median ms,
+ratio to LIF, XLA; the README has a run with and without the kernels):
 
 | row | 2 threads, load 1.2 | / LIF | 1 thread, load 2.4 | / LIF |
 |---|---:|---:|---:|---:|
