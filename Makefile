@@ -14,7 +14,7 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip "setuptools>=68" wheel
 
 $(STAMP_TEST): setup.cfg pyproject.toml | $(PY)
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[test,export]"
 	touch $@
 
 $(STAMP_BENCH): $(STAMP_TEST)
