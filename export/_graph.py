@@ -1,0 +1,191 @@
+r"""Static graphs of a spiking model built from its layers' weights, for the exporters.
+
+The exporters do not convert the layers' own ``call`` (a time scan that converters cannot
+express); they read each layer's parameters into a :class:`NeuronLayer` and rebuild the
+dynamics from plain ops, either one time step with the neuron state as explicit inputs and
+outputs (:func:`step`, for streaming) or the whole window unrolled (:func:`unrolled`). The
+equations are those of :mod:`keras_spiking.dynamics`, per layer and step ``t``:
+
+* LIF: :math:`u = \beta v + x W + b + S_{t-1} R`, :math:`S = H(u - \theta)`,
+  :math:`v' = u - \theta S` (subtract) or :math:`u (1 - S)` (zero); states ``v`` (and ``S``
+  with recurrent weights).
+* CubaLIF: :math:`S = H(U - \theta)`, :math:`I' = \alpha I + x W + b + S R`,
+  :math:`U' = \beta U + I - \theta S` (or :math:`(\beta U + I)(1 - S)`); output ``S``; states
+  ``I, U``.
+* LI: :math:`v' = \beta v + x W + b`; output ``v'``; state ``v``.
+
+``spike_fn(u, theta)`` makes the Heaviside step; the default, ``where(u > theta, 1, 0)``, keeps
+the graph integer under int8 quantization; targets without a select op pass their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_spiking import layers as ks_layers
+from keras_spiking.export._registry import ExportError
+
+SpikeFn = Callable[[tf.Tensor, float], tf.Tensor]
+
+# layers that are the identity at inference and are skipped
+PASS_THROUGH = (keras.layers.InputLayer, keras.layers.Dropout)
+
+
+@dataclass
+class NeuronLayer:
+    """One spiking layer's parameters as NumPy arrays (float32 unless said)."""
+
+    kind: str  # "lif", "cuba" or "li"
+    name: str
+    kernel: np.ndarray  # [n_in, n]
+    bias: np.ndarray | None  # [n]
+    recurrent: np.ndarray | None  # [n, n]
+    beta: np.ndarray  # [n], membrane decay per step
+    alpha: np.ndarray | None  # [n], synaptic decay per step (CubaLIF)
+    threshold: float
+    reset: str
+    dt: float
+
+    @property
+    def units(self) -> int:
+        return int(self.kernel.shape[1])
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        if self.kind == "lif":
+            return ("v", "s") if self.recurrent is not None else ("v",)
+        if self.kind == "cuba":
+            return ("i", "v")
+        return ("v",)
+
+
+def _array(value) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32)
+
+
+def neuron_layer(layer: keras.layers.Layer) -> NeuronLayer:
+    """Reads a LIF / CubaLIF / LI layer's parameters (ExportError for any other layer)."""
+    kinds = {ks_layers.CubaLIF: "cuba", ks_layers.LIF: "lif", ks_layers.LI: "li"}
+    kind = next((k for cls, k in kinds.items() if isinstance(layer, cls)), None)
+    if kind is None:
+        raise ExportError(
+            f"layer {layer.name!r} of type {type(layer).__name__} has no static-graph "
+            "converter; supported: LIF, CubaLIF, LI (and Dropout, skipped)"
+        )
+    cell = layer.cell
+    recurrent = getattr(cell, "recurrent_kernel", None)
+    return NeuronLayer(
+        kind=kind,
+        name=layer.name,
+        kernel=_array(cell.kernel),
+        bias=None if cell.bias is None else _array(cell.bias),
+        recurrent=None if recurrent is None else _array(recurrent),
+        beta=_array(cell.decay("tau_mem")),
+        alpha=_array(cell.decay("tau_syn")) if kind == "cuba" else None,
+        threshold=float(getattr(cell, "threshold", 0.0) or 0.0),
+        reset=getattr(cell, "reset", "subtract"),
+        dt=float(cell.dt),
+    )
+
+
+def neuron_layers(model: keras.Model, target: str) -> list[NeuronLayer]:
+    """The model's spiking layers in order; ExportError names a layer ``target`` cannot take."""
+    if not model.built:
+        raise ExportError(f"{target} export needs a built model (call it once or give an Input)")
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, PASS_THROUGH):
+            continue
+        try:
+            found.append(neuron_layer(layer))
+        except ExportError as error:
+            raise ExportError(f"{target} export: {error}") from None
+    if not found:
+        raise ExportError(f"{target} export: the model has no LIF, CubaLIF or LI layer")
+    return found
+
+
+def default_spike_fn(u: tf.Tensor, threshold: float) -> tf.Tensor:
+    """``H(u - theta)`` as a select, which int8 quantization keeps integer."""
+    return keras.ops.where(u > threshold, 1.0, 0.0)
+
+
+def _reset(u, s, threshold: float, reset: str):
+    return u - threshold * s if reset == "subtract" else u * (1.0 - s)
+
+
+def _input_current(spec: NeuronLayer, x, s_prev=None):
+    current = tf.matmul(x, spec.kernel)
+    if spec.bias is not None:
+        current = current + spec.bias
+    if spec.recurrent is not None and s_prev is not None:
+        current = current + tf.matmul(s_prev, spec.recurrent)
+    return current
+
+
+def layer_step(spec: NeuronLayer, x, states: Sequence, spike_fn: SpikeFn = default_spike_fn):
+    """One step of one layer: ``(output, new_states)`` (states in ``spec.state_names`` order)."""
+    if spec.kind == "lif":
+        v = states[0]
+        s_prev = states[1] if spec.recurrent is not None else None
+        u = spec.beta * v + _input_current(spec, x, s_prev)
+        s = spike_fn(u, spec.threshold)
+        v_next = _reset(u, s, spec.threshold, spec.reset)
+        return s, ([v_next, s] if spec.recurrent is not None else [v_next])
+    if spec.kind == "cuba":
+        i, v = states
+        s = spike_fn(v, spec.threshold)
+        i_next = spec.alpha * i + _input_current(spec, x, s)
+        v_next = _reset(spec.beta * v + i, s, spec.threshold, spec.reset)
+        return s, [i_next, v_next]
+    v = spec.beta * states[0] + _input_current(spec, x)
+    return v, [v]
+
+
+def step(specs: Sequence[NeuronLayer], x, states: Sequence, spike_fn: SpikeFn = default_spike_fn):
+    """One time step of the whole network: ``(output, new_states)``.
+
+    States are flattened in layer order, each layer's in ``state_names`` order.
+    """
+    new_states, index = [], 0
+    for spec in specs:
+        count = len(spec.state_names)
+        x, layer_states = layer_step(spec, x, states[index : index + count], spike_fn)
+        new_states.extend(layer_states)
+        index += count
+    return x, new_states
+
+
+def state_specs(specs: Sequence[NeuronLayer]) -> list[tuple[str, int]]:
+    """``(name, units)`` of every state tensor, in :func:`step` order (``layer/state``)."""
+    return [(f"{spec.name}/{name}", spec.units) for spec in specs for name in spec.state_names]
+
+
+def zero_states(specs: Sequence[NeuronLayer], batch_size: int) -> list[np.ndarray]:
+    """Initial (zero) states for :func:`step`."""
+    return [np.zeros((batch_size, units), np.float32) for _, units in state_specs(specs)]
+
+
+def unrolled(
+    specs: Sequence[NeuronLayer],
+    inputs,
+    num_steps: int,
+    spike_fn: SpikeFn = default_spike_fn,
+):
+    """The whole window, unrolled, from zero states.
+
+    Maps ``inputs [batch, num_steps, features]`` to ``[batch, num_steps, units]`` of the last
+    layer.
+    """
+    batch = tf.shape(inputs)[0]
+    states = [tf.zeros(tf.stack([batch, units])) for _, units in state_specs(specs)]
+    outputs = []
+    for t in range(num_steps):
+        out, states = step(specs, inputs[:, t], states, spike_fn)
+        outputs.append(out)
+    return tf.stack(outputs, axis=1)
