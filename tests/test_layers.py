@@ -325,7 +325,10 @@ def test_return_sequences_false_and_initial_state(rng):
     assert head.shape == (2, 6, 4)
 
 
-def test_fit_reduces_loss(rng):
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fit_reduces_loss(jit_compile, seed):
+    keras.utils.set_random_seed(seed)  # initial weights and batch order
+    rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, 64)
     x = rng.uniform(0, 0.5, (64, 10, 4)).astype("float32")
     x[:, :, 0] += 0.5 * y[:, None]  # class 1 has a stronger first input
@@ -335,9 +338,10 @@ def test_fit_reduces_loss(rng):
             layers.LIF(
                 16,
                 tau_mem=0.05,
-                kernel_initializer=keras.initializers.RandomNormal(0.3, 1.0, seed=0),
+                jit_compile=jit_compile,
+                kernel_initializer=keras.initializers.RandomNormal(0.3, 1.0),
             ),
-            layers.LI(2, tau_mem=0.05),
+            layers.LI(2, tau_mem=0.05, jit_compile=jit_compile),
             keras.layers.GlobalMaxPooling1D(),
         ]
     )
@@ -346,9 +350,12 @@ def test_fit_reduces_loss(rng):
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    history = model.fit(x, y, epochs=15, batch_size=16, verbose=0)
+    history = model.fit(x, y, epochs=25, batch_size=16, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
-    assert history.history["accuracy"][-1] > 0.9
+    # a separable task: the trained network classifies its training set (the margin to the
+    # 0.9 bound was >= 0.08 for seeds 0-5 on all three paths when this was written)
+    _, accuracy = model.evaluate(x, y, verbose=0)
+    assert accuracy > 0.9
 
 
 # ---- errors ---------------------------------------------------------------------------------
