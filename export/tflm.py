@@ -85,7 +85,8 @@ if mode in ("measure", "probe"):
     print(json.dumps({"ok": True}))
     sys.exit(0)
 
-data = np.load(folder + "/inputs.npz")
+with np.load(folder + "/inputs.npz") as saved:  # an NpzFile re-reads on every [key]
+    data = {key: saved[key] for key in saved.files}
 streaming = mode == "stream"
 count = data["in0"].shape[0]
 results = [[] for _ in outs]
