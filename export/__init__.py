@@ -6,7 +6,8 @@ pieces in :mod:`keras_spiking.export._registry` (a layer a target cannot express
 
 * :func:`to_tflite` (``tflite``): TFLite flatbuffers, float or full int8, as an unrolled
   sequence model or a one-step streaming model whose neuron state is an explicit input and
-  output; :func:`tflite_ops` lists a model's operators.
+  output; :func:`tflite_ops` lists a model's operators; :func:`streaming_states` and
+  :func:`requantize` help drive an int8 streaming model's state loop.
 * :func:`tflm_check` (``tflm``): runs a model in the TFLite Micro interpreter, reports the arena.
 * :func:`edgetpu_report` (``edgetpu``): which operators the Edge TPU would run and which fall
   back to the CPU.
@@ -29,6 +30,8 @@ from keras_spiking.export._registry import ExportError
 _LAZY = {
     "to_tflite": "tflite",
     "tflite_ops": "tflite",
+    "streaming_states": "tflite",
+    "requantize": "tflite",
     "tflm_check": "tflm",
     "edgetpu_report": "edgetpu",
     "to_saved_model": "saved_model",

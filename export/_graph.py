@@ -13,6 +13,8 @@ equations are those of :mod:`keras_spiking.dynamics`, per layer and step ``t``:
   :math:`U' = \beta U + I - \theta S` (or :math:`(\beta U + I)(1 - S)`); output ``S``; states
   ``I, U``.
 * LI: :math:`v' = \beta v + x W + b`; output ``v'``; state ``v``.
+* SRC (Spiking Recurrent Cell): :func:`keras_spiking.src.src_step` on the current ``x W``;
+  output the pulse ``ReLU(h)``; states ``i, h, h_s`` (smooth ops only: tanh, sigmoid, ReLU).
 
 ``spike_fn(u, theta)`` makes the Heaviside step; the default, ``where(u > theta, 1, 0)``, keeps
 the graph integer under int8 quantization; targets without a select op pass their own.
@@ -28,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_spiking import layers as ks_layers
+from keras_spiking import src as ks_src
 from keras_spiking.export._registry import ExportError
 
 SpikeFn = Callable[[tf.Tensor, float], tf.Tensor]
@@ -40,7 +43,7 @@ PASS_THROUGH = (keras.layers.InputLayer, keras.layers.Dropout)
 class NeuronLayer:
     """One spiking layer's parameters as NumPy arrays (float32 unless said)."""
 
-    kind: str  # "lif", "cuba" or "li"
+    kind: str  # "lif", "cuba", "li" or "src"
     name: str
     kernel: np.ndarray  # [n_in, n]
     bias: np.ndarray | None  # [n]
@@ -50,6 +53,7 @@ class NeuronLayer:
     threshold: float
     reset: str
     dt: float
+    src_params: dict | None = None  # SRC: constants and bias for src_step, as NumPy arrays
 
     @property
     def units(self) -> int:
@@ -61,6 +65,8 @@ class NeuronLayer:
             return ("v", "s") if self.recurrent is not None else ("v",)
         if self.kind == "cuba":
             return ("i", "v")
+        if self.kind == "src":
+            return ("i", "h", "h_s")
         return ("v",)
 
 
@@ -68,14 +74,40 @@ def _array(value) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32)
 
 
+def _src_layer(layer) -> NeuronLayer:
+    cell = layer.cell
+    params = {
+        name: value.numpy() if hasattr(value, "numpy") else value
+        for name, value in cell.step_params(tf.float32).items()
+    }
+    # inference: the training-only gradient options change nothing forward
+    params.update(detach_recurrent=False, straight_through=False)
+    units = int(cell.units)
+    return NeuronLayer(
+        kind="src",
+        name=layer.name,
+        kernel=_array(cell.kernel),
+        bias=None,
+        recurrent=None,
+        beta=np.ones(units, np.float32),
+        alpha=None,
+        threshold=0.0,
+        reset="none",
+        dt=float("nan"),
+        src_params=params,
+    )
+
+
 def neuron_layer(layer: keras.layers.Layer) -> NeuronLayer:
-    """Reads a LIF / CubaLIF / LI layer's parameters (ExportError for any other layer)."""
+    """Reads a LIF / CubaLIF / LI / SRC layer's parameters (ExportError for any other layer)."""
+    if isinstance(layer, ks_src.SRC):
+        return _src_layer(layer)
     kinds = {ks_layers.CubaLIF: "cuba", ks_layers.LIF: "lif", ks_layers.LI: "li"}
     kind = next((k for cls, k in kinds.items() if isinstance(layer, cls)), None)
     if kind is None:
         raise ExportError(
             f"layer {layer.name!r} of type {type(layer).__name__} has no static-graph "
-            "converter; supported: LIF, CubaLIF, LI (and Dropout, skipped)"
+            "converter; supported: LIF, CubaLIF, LI, SRC (and Dropout, skipped)"
         )
     cell = layer.cell
     recurrent = getattr(cell, "recurrent_kernel", None)
@@ -93,10 +125,39 @@ def neuron_layer(layer: keras.layers.Layer) -> NeuronLayer:
     )
 
 
+def _check_chain(model: keras.Model, target: str) -> None:
+    """ExportError unless each layer of a functional model feeds only the next one."""
+    if isinstance(model, keras.Sequential):
+        return
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ExportError(
+            f"{target} export takes a chain of layers with one input and one output, got "
+            f"{len(model.inputs)} inputs and {len(model.outputs)} outputs"
+        )
+    previous = model.inputs[0]
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            fed_by_previous = layer.input is previous
+        except (AttributeError, ValueError):  # a layer called more than once
+            fed_by_previous = False
+        if not fed_by_previous:
+            raise ExportError(
+                f"{target} export takes a chain of layers, each feeding the next; layer "
+                f"{layer.name!r} is not fed by the layer before it (branches, merges and shared "
+                "layers cannot be exported)"
+            )
+        previous = layer.output
+    if previous is not model.outputs[0]:
+        raise ExportError(f"{target} export: the model's output is not its last layer's output")
+
+
 def neuron_layers(model: keras.Model, target: str) -> list[NeuronLayer]:
     """The model's spiking layers in order; ExportError names a layer ``target`` cannot take."""
     if not model.built:
         raise ExportError(f"{target} export needs a built model (call it once or give an Input)")
+    _check_chain(model, target)
     found = []
     for layer in model.layers:
         if isinstance(layer, PASS_THROUGH):
@@ -106,7 +167,7 @@ def neuron_layers(model: keras.Model, target: str) -> list[NeuronLayer]:
         except ExportError as error:
             raise ExportError(f"{target} export: {error}") from None
     if not found:
-        raise ExportError(f"{target} export: the model has no LIF, CubaLIF or LI layer")
+        raise ExportError(f"{target} export: the model has no LIF, CubaLIF, LI or SRC layer")
     return found
 
 
@@ -143,6 +204,10 @@ def layer_step(spec: NeuronLayer, x, states: Sequence, spike_fn: SpikeFn = defau
         i_next = spec.alpha * i + _input_current(spec, x, s)
         v_next = _reset(spec.beta * v + i, s, spec.threshold, spec.reset)
         return s, [i_next, v_next]
+    if spec.kind == "src":
+        state = ks_src.SRCState(*states)
+        s, new = ks_src.src_step(state, tf.matmul(x, spec.kernel), **spec.src_params)
+        return s, list(new)
     v = spec.beta * states[0] + _input_current(spec, x)
     return v, [v]
 

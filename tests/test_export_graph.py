@@ -58,9 +58,37 @@ def test_state_names_follow_the_layer_kind(rng):
     assert _graph.state_specs(specs) == [(f"{specs[0].name}/v", 4), (f"{specs[1].name}/v", 3)]
 
 
+def test_src_graph_equals_the_layer(rng):
+    model = keras.Sequential(
+        [keras.Input((30, 6)), layers.SRC(8, bias_initializer="zeros"), layers.LI(3)]
+    )
+    for weight in model.weights:
+        if len(weight.shape) > 1:
+            weight.assign(rng.normal(0.3, 1.0, weight.shape).astype("float32"))
+    x = (rng.random((4, 30, 6)) < 0.4).astype("float32")
+    specs = _graph.neuron_layers(model, "test")
+    assert [spec.kind for spec in specs] == ["src", "li"]
+    hidden = keras.Model(model.inputs, model.layers[0].output).predict(x, verbose=0)
+    assert hidden.max() > 0.1  # the case pulses
+    np.testing.assert_allclose(
+        _graph.unrolled(specs, tf.constant(x), 30), model.predict(x, verbose=0), atol=ATOL
+    )
+
+
 def test_unsupported_layer_is_named_with_the_target():
-    model = keras.Sequential([keras.Input((5, 3)), layers.SRC(4), layers.LI(2)])
-    with pytest.raises(ExportError, match=r"tflite export: layer 'src.*' of type SRC"):
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.Conv1D(4, 2), layers.LI(2)])
+    with pytest.raises(ExportError, match=r"tflite export: layer 'conv1d.*' of type Conv1D"):
         _graph.neuron_layers(model, "tflite")
     with pytest.raises(ExportError, match="needs a built model"):
         _graph.neuron_layers(keras.Sequential([layers.LIF(3)]), "tflite")
+
+
+def test_functional_chain_is_accepted_and_branches_are_refused():
+    inputs = keras.Input((6, 4))
+    hidden = layers.LIF(5)(inputs)
+    chain = keras.Model(inputs, layers.LI(2)(hidden))
+    assert [spec.kind for spec in _graph.neuron_layers(chain, "test")] == ["lif", "li"]
+    skip = keras.layers.Concatenate()([hidden, layers.LIF(5)(hidden)])
+    branched = keras.Model(inputs, layers.LI(2)(skip))
+    with pytest.raises(ExportError, match="test export takes a chain of layers"):
+        _graph.neuron_layers(branched, "test")

@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_spiking import layers
 from keras_spiking.export import ExportError, to_saved_model
@@ -332,11 +333,15 @@ def test_saved_model_cli_run_step(exported):
     np.testing.assert_allclose(numbers.reshape(2, 3), data["want"][:2, 0], rtol=1e-4, atol=1e-4)
 
 
-def test_src_layer_is_an_export_error_naming_the_layer_and_target(tmp_path):
-    model = keras.Sequential([keras.Input((5, 3)), layers.SRC(4), layers.LI(2)])
-    with pytest.raises(ExportError, match=r"saved_model export: layer 'src.*' of type SRC"):
-        to_saved_model(model, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+def test_src_model_exports_and_matches_keras(tmp_path, rng):
+    model = keras.Sequential([keras.Input((20, 3)), layers.SRC(6), layers.LI(2)])
+    model.layers[0].cell.kernel.assign(rng.normal(0.5, 1.0, (3, 6)).astype("float32"))
+    x = (rng.random((3, 20, 3)) < 0.5).astype("float32")
+    to_saved_model(model, tmp_path / "out")
+    loaded = tf.saved_model.load(str(tmp_path / "out"))
+    got = loaded.signatures["serving_default"](inputs=tf.constant(x))["outputs"]
+    # float32, the same ops in another order: far below the readout's scale of about 1
+    np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 
 
 def test_non_spiking_layer_and_unbuilt_model_are_export_errors(tmp_path):

@@ -87,6 +87,7 @@ FIRST_LAYERS = {
     "lif_zero_reset_bias": lambda: layers.LIF(12, reset="zero", use_bias=True, name="lif"),
     "lif_recurrent": lambda: layers.LIF(12, recurrent=True, name="lif"),
     "cuba_recurrent": lambda: layers.CubaLIF(12, recurrent=True, threshold=0.7, name="cuba"),
+    "src": lambda: layers.SRC(12, name="src"),  # smooth ops only (tanh, sigmoid, ReLU)
 }
 
 
@@ -396,9 +397,9 @@ def test_tflm_check_survives_a_segfaulting_arena(digits_models):
 # --------------------------------------------------------------------------------------------
 
 
-def test_src_is_an_export_error():
-    model = keras.Sequential([keras.Input((5, 3)), layers.SRC(4), layers.LI(2)])
-    with pytest.raises(ExportError, match=r"tflite export: layer 'src.*' of type SRC"):
+def test_unsupported_layer_is_an_export_error():
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.Conv1D(4, 2), layers.LI(2)])
+    with pytest.raises(ExportError, match=r"tflite export: layer 'conv1d.*' of type Conv1D"):
         to_tflite(model)
 
 
