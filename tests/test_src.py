@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_spiking as ks
+from keras_spiking import layers
 from keras_spiking.src import SRC, MaxValue, SpikingRecurrentCell, SRCState, src_step
 
 DEFAULTS = dict(alpha=0.9, rho=3.0, r=2.0, r_s=-7.0, z=0.0, z_hyp=0.9, z_dep=0.0)
@@ -593,3 +595,42 @@ def test_fit_reduces_loss(rng):
     assert history["loss"][-1] < 0.7 * history["loss"][0], history["loss"]
     assert history["accuracy"][-1] > 0.85
     assert np.all(model.layers[0].cell.bias.numpy() <= -4.0)
+
+
+def test_src_trains_with_the_encoders_losses_metrics_and_callbacks(tmp_path):
+    """The SRC in the same pipeline as the other layers: rate encoder, membrane loss, readout
+    accuracy, firing-rate monitor and raster plot callbacks, through model.fit."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    images = rng.random((32, 6)).astype("float32")
+    labels = (images[:, 0] > 0.5).astype("int32")
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            ks.encoders.RateEncoder(20, seed=1),
+            layers.SRC(8, kernel_initializer=keras.initializers.RandomNormal(0.5, 1.0)),
+            layers.LI(2),
+        ]
+    )
+    model.compile(
+        "adam",
+        ks.losses.MaxMembraneCrossEntropy(),
+        metrics=[ks.losses.SparseReadoutAccuracy("max", name="accuracy")],
+    )
+    raster = tmp_path / "raster.png"
+    history = model.fit(
+        images,
+        labels,
+        epochs=2,
+        batch_size=16,
+        verbose=0,
+        callbacks=[
+            ks.callbacks.FiringRateMonitor(images[:8], verbose=0),
+            ks.callbacks.SpikeRasterPlot(images[:8], raster),
+        ],
+    )
+    assert np.isfinite(history.history["loss"]).all()
+    assert 0.0 <= history.history["accuracy"][-1] <= 1.0
+    assert raster.is_file() and raster.stat().st_size > 0
+    rates = ks.metrics.firing_rates(model, images[:8])
+    assert any(name.startswith("src") for name in rates)
