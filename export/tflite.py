@@ -50,6 +50,7 @@ checked in the tests: no Flex/SELECT_TF ops, no WHILE, SHAPE, FILL or GATHER).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -424,7 +425,12 @@ def to_tflite(
         converter.representative_dataset = _calibration(
             mode, specs, batches, spike_fns, keys, repeat
         )
-    flatbuffer = _reorder_io(converter.convert(), input_names, output_names)
+    with warnings.catch_warnings():
+        # int8 calibration runs TF's own (deprecated) tf.lite.Interpreter internally; the
+        # warning is about TF's code, not the caller's
+        warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+        converted = converter.convert()
+    flatbuffer = _reorder_io(converted, input_names, output_names)
     if mode == "streaming" and quantize == "int8":
         flatbuffer = _tie_state_scales(flatbuffer)
     if path is not None:
