@@ -28,3 +28,7 @@ def test_demo_round_trip(tmp_path):
     assert result.stdout.count(": OK") == 2  # .keras and SavedModel both reproduce
     assert (tmp_path / "model.keras").exists()
     assert (tmp_path / "saved_model" / "saved_model.pb").exists()
+    # the int8 streaming model ran in TFLite Micro and its summary was printed
+    assert (tmp_path / "model_streaming_int8.tflite").stat().st_size > 0
+    assert "TFLite Micro (int8) test accuracy" in result.stdout
+    assert "ran in TFLite Micro" in result.stdout
