@@ -135,10 +135,7 @@ def _numpy(variable) -> np.ndarray:
 
 def _time_constant(cell: cells.NeuronCell, name: str) -> np.ndarray:
     """Per-neuron time constant in seconds, float64 [units], as the layer's dynamics use it."""
-    if name in cell._tau_variables:
-        tau = _numpy(cell._tau_variables[name]).astype("float64")
-        return np.maximum(tau, cells.MIN_TAU_FRACTION_OF_DT * cell.dt)
-    return np.broadcast_to(np.asarray(getattr(cell, name), dtype="float64"), (cell.units,)).copy()
+    return cell.time_constant(name)
 
 
 def _one_minus_decay(tau: np.ndarray, dt: float) -> np.ndarray:

@@ -129,6 +129,18 @@ class NeuronCell(keras.layers.Layer):
                 )
         self.built = True
 
+    def time_constant(self, name: str) -> np.ndarray:
+        """Per-neuron time constant ``name`` in seconds as the dynamics use it, float64 [units].
+
+        Trainable time constants are read from their variables (clipped below at
+        ``MIN_TAU_FRACTION_OF_DT * dt``, as in :meth:`decay`); fixed ones are broadcast.
+        """
+        if name in self._tau_variables:
+            tau = np.asarray(keras.ops.convert_to_numpy(self._tau_variables[name]), "float64")
+            return np.maximum(tau, MIN_TAU_FRACTION_OF_DT * self.dt)
+        tau = np.asarray(getattr(self, name), dtype="float64")
+        return np.broadcast_to(tau, (self.units,)).copy()
+
     def decay(self, name: str) -> tf.Tensor:
         """Per-neuron decay per step ``exp(-dt / tau)`` of time constant ``name``, shape [units]."""
         dtype = self.compute_dtype

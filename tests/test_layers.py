@@ -426,3 +426,19 @@ def test_zero_time_steps(layer_cls):
     assert all(s.shape == (2, 4) and not np.any(s.numpy()) for s in states)
     with pytest.raises(ValueError, match="needs at least one time step"):
         layer_cls(4, return_sequences=False)(x)
+
+
+def test_time_constant_reports_fixed_and_trained_taus():
+    fixed = layers.LIF(3, tau_mem=[0.01, 0.02, 0.03])
+    fixed.build((1, 2, 4))
+    np.testing.assert_array_equal(fixed.cell.time_constant("tau_mem"), [0.01, 0.02, 0.03])
+    trained = layers.CubaLIF(2, tau_syn=0.004, train_time_constants=True)
+    trained.build((1, 2, 4))
+    trained.cell._tau_variables["tau_syn"].assign([0.005, 1e-9])  # as an optimizer might
+    tau = trained.cell.time_constant("tau_syn")
+    # the second is clipped to the smallest time constant the dynamics use, as decay() does
+    # float32 decay: 1e-44 underflows to 0 there; float32 rounding elsewhere
+    np.testing.assert_allclose(
+        np.exp(-trained.cell.dt / tau), trained.cell.decay("tau_syn"), rtol=1e-6, atol=1e-30
+    )
+    assert tau[0] == pytest.approx(0.005) and tau[1] > 1e-9
