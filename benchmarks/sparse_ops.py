@@ -27,6 +27,9 @@ Batch 1, one time step per call, a 1024 -> 1024 LIF layer (beta = exp(-1/20), th
 reset by subtraction), the state fed back from call to call, ``--stream-steps`` steps per
 sample; the table gives the time per step. Rows (each a ``tf.function`` called from Python):
 
+* **eager: custom fused step / eager: dense**: the same step functions called without
+  ``tf.function``, so each op is dispatched eagerly: the fused kernel is one op call per step,
+  the dense step seven (matmul, multiply, add, compare, cast, multiply, subtract);
 * **custom fused step** (the reference of the ratios): ``ops.lif_step``, one op that finds the
   active inputs, adds their weight rows and updates the LIF state;
 * **custom**: ``ops.sparse_spike_matmul(x_t, W)`` then one LIF step by ``ops.lif_scan`` (T = 1);
@@ -460,6 +463,8 @@ def stream_functions(tf, ks, weights, beta: float):
         return tf.function(run)
 
     per_call = {
+        STREAM_EAGER_CUSTOM: fused,  # no tf.function: the op runs eagerly, one dispatch
+        STREAM_EAGER_DENSE: dense,
         STREAM_CUSTOM: tf.function(fused),
         "custom (sparse_spike_matmul + ops.lif_scan T=1)": tf.function(custom),
         "custom matmul + TF LIF step": tf.function(custom_tf_lif),
@@ -477,6 +482,8 @@ def stream_functions(tf, ks, weights, beta: float):
 
 
 STREAM_CUSTOM = "custom fused step (ops.lif_step: one op)"
+STREAM_EAGER_CUSTOM = "eager: custom fused step (one op call per step, no tf.function)"
+STREAM_EAGER_DENSE = "eager: dense (tf.matmul + TF LIF ops, no tf.function)"
 STREAM_DENSE = "dense (tf.matmul + TF LIF step)"
 GRAPH_FUSED = "in-graph custom fused step (one call, tf.while_loop)"
 GRAPH_DENSE = "in-graph dense (one call, tf.while_loop)"
@@ -610,7 +617,16 @@ def part_b(args, tf, ks) -> dict:
         graph_fused = per[GRAPH_FUSED]["median_us_per_step"]
         loop = per[GRAPH_EMPTY]["median_us_per_step"]
         graph = graph_dense / graph_fused
+        eager = (
+            per[STREAM_EAGER_DENSE]["median_us_per_step"]
+            / per[STREAM_EAGER_CUSTOM]["median_us_per_step"]
+        )
         goal = f" (goal >= 10x: {'met' if dense >= 10 else 'NOT met'})" if tag == "1 %" else ""
+        print(
+            f"- {tag}: eager (a host loop calling one step at a time without tf.function): "
+            f"dense / custom = {eager:.2f}x"
+            + (f" (goal >= 10x: {'met' if eager >= 10 else 'NOT met'})" if tag == "1 %" else "")
+        )
         print(
             f"- {tag}: dense / custom = {dense:.2f}x{goal}; dense XLA / custom = {xla:.2f}x; "
             f"in-graph dense / in-graph fused = {graph:.2f}x; the same without the loop's own "

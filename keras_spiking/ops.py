@@ -268,14 +268,33 @@ def lif_step(
     lib = load()
     spikes = tf.convert_to_tensor(spikes)
     dtype = spikes.dtype
+    # a streaming host loop calls this once per step: no cast when the dtype already matches,
+    # and the threshold tensor is made once, so the step stays close to one op dispatch
     return lib.keras_spiking_sparse_lif_step(
         spikes,
-        tf.cast(weights, dtype),
-        tf.cast(v, dtype),
-        tf.cast(beta, dtype),
-        tf.constant(threshold, dtype),
+        _as_dtype(weights, dtype),
+        _as_dtype(v, dtype),
+        _as_dtype(beta, dtype),
+        _scalar(threshold, dtype),
         reset=reset,
     )
+
+
+_SCALARS: dict[tuple[float, tf.DType], tf.Tensor] = {}
+
+
+def _as_dtype(x, dtype):
+    return x if getattr(x, "dtype", None) == dtype else tf.cast(x, dtype)
+
+
+def _scalar(value: float, dtype: tf.DType) -> tf.Tensor:
+    """A scalar constant; in eager mode made once per value and dtype and reused."""
+    if not tf.executing_eagerly():
+        return tf.constant(value, dtype)
+    key = (float(value), dtype)
+    if key not in _SCALARS:
+        _SCALARS[key] = tf.constant(value, dtype)
+    return _SCALARS[key]
 
 
 def lif_step_reference(spikes, weights, v, beta, *, threshold=1.0, reset="subtract"):
