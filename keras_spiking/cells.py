@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_spiking import _validation, dynamics, surrogates
+from keras_spiking import _validation, dynamics, ops, surrogates
 
 MIN_TAU_FRACTION_OF_DT = 1e-2
 """Trainable time constants are clipped below at this fraction of ``dt`` inside the dynamics."""
@@ -152,16 +152,17 @@ class NeuronCell(keras.layers.Layer):
         tau = np.broadcast_to(np.asarray(getattr(self, name), dtype="float64"), (self.units,))
         return tf.constant(np.exp(-self.dt / tau), dtype=dtype)
 
-    def input_current(self, inputs):
-        """Feed-forward synaptic input ``inputs @ kernel (+ bias)``, over the last axis."""
-        kernel = tf.cast(self.kernel, inputs.dtype)
-        if inputs.shape.rank == 2:
-            current = tf.matmul(inputs, kernel)
-        else:
-            flat = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
-            current = tf.reshape(
-                tf.matmul(flat, kernel), tf.concat([tf.shape(inputs)[:-1], [self.units]], 0)
-            )
+    def input_current(self, inputs, matmul=None):
+        """Feed-forward synaptic input ``inputs @ kernel (+ bias)``, over the last axis.
+
+        Args:
+            inputs: ``[..., features]``.
+            matmul: ``fn(inputs, kernel)`` for the product; default the dense
+                :func:`keras_spiking.ops.sparse_spike_matmul_reference` (the layers pass the
+                event kernel, :func:`keras_spiking.ops.synaptic_input`, when it is on).
+        """
+        matmul = matmul or ops.sparse_spike_matmul_reference
+        current = matmul(inputs, tf.cast(self.kernel, inputs.dtype))
         if self.bias is not None:
             current = current + tf.cast(self.bias, inputs.dtype)
         return current

@@ -183,24 +183,16 @@ class SpikingSequence(keras.layers.Layer):
             return False
         return ops.enabled(self.use_custom_ops)
 
-    def _input_current(self, inputs, kernels: bool):
-        if not kernels:
-            return self.cell.input_current(inputs)  # [batch, time, units], one matmul
-        current = ops.synaptic_input(inputs, self.cell.kernel)
-        if self.cell.bias is not None:
-            current = current + tf.cast(self.cell.bias, inputs.dtype)
-        return current
-
     def call(self, inputs, initial_state=None, training=None):
         inputs = tf.cast(inputs, self.compute_dtype)
         self._check_rank(inputs)
         kernels = self._kernels_active(inputs, training)
-        currents = self._input_current(inputs, kernels)
+        # [batch, time, units], one matmul (the event kernel when the kernels are on)
+        currents = self.cell.input_current(inputs, ops.synaptic_input if kernels else None)
         states = self._initial_states(inputs, initial_state)
-        if kernels and self._fused_scan_supported():
-            outputs, final_states = self._kernel_scan(currents, states)
-        else:
-            outputs, final_states = self._scan(currents, states)
+        outputs, final_states = self._scan(
+            currents, states, kernels=kernels and self._fused_scan_supported()
+        )
         if self.check_inputs:
             outputs, final_states = self._check_finite(outputs, final_states)
         if self.stateful:
@@ -212,19 +204,28 @@ class SpikingSequence(keras.layers.Layer):
             return [outputs, *final_states]
         return outputs
 
-    def _scan(self, currents, states):
-        """Runs the neuron model over [batch, time, units] currents; returns (outputs, states)."""
+    def _scan(self, currents, states, kernels: bool = False):
+        """Runs the neuron model over [batch, time, units] currents; returns (outputs, states).
+
+        ``kernels``: by the fused C++ scan (only passed when it is supported), else the TF scan.
+        """
         raise NotImplementedError
+
+    def _spike_options(self) -> dict[str, Any]:
+        """The spiking cell's options shared by its TF and C++ scans."""
+        cell = self.cell
+        return {
+            "threshold": cell.threshold,
+            "surrogate": cell.surrogate,
+            "reset": cell.reset,
+            "detach_reset": cell.detach_reset,
+            "decay_grad": cell.train_time_constants,
+        }
 
     def _fused_scan_supported(self) -> bool:
         """Whether a fused C++ scan implements this layer's configuration."""
-        return False
-
-    def _kernel_scan(self, currents, states):
-        """``_scan`` by the fused C++ kernel (only called when it is supported)."""
-        raise NotImplementedError
-
-    def _spiking_kernel_supported(self) -> bool:
+        if not self.spiking:
+            return True  # the leaky integrator has a kernel for every configuration
         # the fused spiking scans have no recurrent weights and only the registered surrogates
         return self.cell.recurrent_kernel is None and ops.supports(
             self.cell.surrogate, self.compute_dtype
@@ -298,37 +299,21 @@ class LIF(SpikingSequence):
     cell_class = cells.LIFCell
     state_names = ("v", "s")
 
-    def _scan(self, currents, states):
-        spikes, v, s = scan.lif_scan(
-            currents,
-            states[0],
-            states[1],
-            self.cell.decay("tau_mem"),
-            self.cell.recurrent_weights(),
-            threshold=self.cell.threshold,
-            surrogate=self.cell.surrogate,
-            reset=self.cell.reset,
-            detach_reset=self.cell.detach_reset,
-            jit=self.jit_compile,
-            decay_grad=self.cell.train_time_constants,
-        )
-        return spikes, [v, s]
-
-    def _fused_scan_supported(self) -> bool:
-        return self._spiking_kernel_supported()
-
-    def _kernel_scan(self, currents, states):
-        spikes, v, s = ops.lif_scan(
-            currents,
-            states[0],
-            states[1],
-            self.cell.decay("tau_mem"),
-            threshold=self.cell.threshold,
-            surrogate=self.cell.surrogate,
-            reset=self.cell.reset,
-            detach_reset=self.cell.detach_reset,
-            decay_grad=self.cell.train_time_constants,
-        )
+    def _scan(self, currents, states, kernels: bool = False):
+        beta = self.cell.decay("tau_mem")
+        options = self._spike_options()
+        if kernels:
+            spikes, v, s = ops.lif_scan(currents, states[0], states[1], beta, **options)
+        else:
+            spikes, v, s = scan.lif_scan(
+                currents,
+                states[0],
+                states[1],
+                beta,
+                self.cell.recurrent_weights(),
+                jit=self.jit_compile,
+                **options,
+            )
         return spikes, [v, s]
 
 
@@ -358,39 +343,20 @@ class CubaLIF(SpikingSequence):
     cell_class = cells.CubaLIFCell
     state_names = ("i", "v")
 
-    def _scan(self, currents, states):
-        spikes, i, v = scan.cuba_lif_scan(
-            currents,
-            states[0],
-            states[1],
-            self.cell.decay("tau_syn"),
-            self.cell.decay("tau_mem"),
-            self.cell.recurrent_weights(),
-            threshold=self.cell.threshold,
-            surrogate=self.cell.surrogate,
-            reset=self.cell.reset,
-            detach_reset=self.cell.detach_reset,
-            jit=self.jit_compile,
-            decay_grad=self.cell.train_time_constants,
-        )
-        return spikes, [i, v]
-
-    def _fused_scan_supported(self) -> bool:
-        return self._spiking_kernel_supported()
-
-    def _kernel_scan(self, currents, states):
-        spikes, i, v = ops.cuba_lif_scan(
-            currents,
-            states[0],
-            states[1],
-            self.cell.decay("tau_syn"),
-            self.cell.decay("tau_mem"),
-            threshold=self.cell.threshold,
-            surrogate=self.cell.surrogate,
-            reset=self.cell.reset,
-            detach_reset=self.cell.detach_reset,
-            decay_grad=self.cell.train_time_constants,
-        )
+    def _scan(self, currents, states, kernels: bool = False):
+        decays = (self.cell.decay("tau_syn"), self.cell.decay("tau_mem"))
+        options = self._spike_options()
+        if kernels:
+            spikes, i, v = ops.cuba_lif_scan(currents, *states, *decays, **options)
+        else:
+            spikes, i, v = scan.cuba_lif_scan(
+                currents,
+                *states,
+                *decays,
+                self.cell.recurrent_weights(),
+                jit=self.jit_compile,
+                **options,
+            )
         return spikes, [i, v]
 
 
@@ -417,26 +383,14 @@ class LI(SpikingSequence):
     cell_class = cells.LICell
     state_names = ("v",)
 
-    def _scan(self, currents, states):
-        v_all, v_last = scan.li_scan(
-            currents,
-            states[0],
-            self.cell.decay("tau_mem"),
-            jit=self.jit_compile,
-            decay_grad=self.cell.train_time_constants,
-        )
-        return v_all, [v_last]
-
-    def _fused_scan_supported(self) -> bool:
-        return self.compute_dtype in ("float32", "float64")
-
-    def _kernel_scan(self, currents, states):
-        v_all, v_last = ops.li_scan(
-            currents,
-            states[0],
-            self.cell.decay("tau_mem"),
-            decay_grad=self.cell.train_time_constants,
-        )
+    def _scan(self, currents, states, kernels: bool = False):
+        beta, decay_grad = self.cell.decay("tau_mem"), self.cell.train_time_constants
+        if kernels:
+            v_all, v_last = ops.li_scan(currents, states[0], beta, decay_grad=decay_grad)
+        else:
+            v_all, v_last = scan.li_scan(
+                currents, states[0], beta, jit=self.jit_compile, decay_grad=decay_grad
+            )
         return v_all, [v_last]
 
 

@@ -45,6 +45,7 @@ from typing import Any
 import tensorflow as tf
 
 from keras_spiking import _op_library
+from keras_spiking.scan import _zeros_if_none
 from keras_spiking.surrogates import CustomSurrogate, Surrogate
 
 OpLibraryError = _op_library.OpLibraryError
@@ -192,10 +193,6 @@ def _as_matrix(x):
     return tf.reshape(x, tf.stack([tf.reduce_prod(shape[:-1]), shape[-1]]))
 
 
-def _zeros_if_none(grad, like):
-    return tf.zeros_like(like) if grad is None else grad
-
-
 # --------------------------------------------------------------------------------------------
 # Synaptic input
 # --------------------------------------------------------------------------------------------
@@ -229,10 +226,15 @@ def sparse_spike_matmul(spikes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
 
 
 def sparse_spike_matmul_reference(spikes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
-    """Pure-TF twin of :func:`sparse_spike_matmul` (a dense matmul over the last axis)."""
+    """Pure-TF twin of :func:`sparse_spike_matmul`: ``spikes @ weights`` over the last axis.
+
+    The cells' dense synaptic input uses it too (any rank >= 2, empty shapes included).
+    """
     spikes = tf.convert_to_tensor(spikes)
-    flat = _as_matrix(spikes)
-    out = tf.matmul(flat, tf.cast(weights, spikes.dtype))
+    weights = tf.cast(weights, spikes.dtype)
+    if spikes.shape.rank == 2:
+        return tf.matmul(spikes, weights)
+    out = tf.matmul(_as_matrix(spikes), weights)
     return tf.reshape(out, tf.concat([tf.shape(spikes)[:-1], tf.shape(weights)[-1:]], 0))
 
 

@@ -142,7 +142,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_spiking import _validation
+from keras_spiking import _validation, ops
 from keras_spiking.scan import _compiled, _zeros_if_none
 
 __all__ = [
@@ -734,13 +734,7 @@ class SpikingRecurrentCell(keras.layers.Layer):
 
     def input_current(self, inputs):
         """Feed-forward synaptic input ``inputs @ W_s`` over the last axis (any rank >= 2)."""
-        kernel = tf.cast(self.kernel, inputs.dtype)
-        if inputs.shape.rank == 2:
-            return tf.matmul(inputs, kernel)
-        flat = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
-        return tf.reshape(
-            tf.matmul(flat, kernel), tf.concat([tf.shape(inputs)[:-1], [self.units]], 0)
-        )
+        return ops.sparse_spike_matmul_reference(inputs, tf.cast(self.kernel, inputs.dtype))
 
     def call(self, inputs, states, training=None):
         inputs = tf.cast(inputs, self.compute_dtype)
