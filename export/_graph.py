@@ -153,14 +153,34 @@ def _check_chain(model: keras.Model, target: str) -> None:
         raise ExportError(f"{target} export: the model's output is not its last layer's output")
 
 
-def neuron_layers(model: keras.Model, target: str) -> list[NeuronLayer]:
-    """The model's spiking layers in order; ExportError names a layer ``target`` cannot take."""
+def leading_repeat(model: keras.Model) -> int | None:
+    """``n`` of a ``RepeatVector`` before the first neuron layer (constant-input encoding)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.RepeatVector):
+            return int(layer.n)
+        if not isinstance(layer, PASS_THROUGH):
+            return None
+    return None
+
+
+def neuron_layers(
+    model: keras.Model, target: str, *, skip_leading_repeat: bool = False
+) -> list[NeuronLayer]:
+    """The model's spiking layers in order; ExportError names a layer ``target`` cannot take.
+
+    ``skip_leading_repeat``: the target repeats the input itself (see :func:`leading_repeat`),
+    so a ``RepeatVector`` before the first neuron layer is skipped instead of refused.
+    """
     if not model.built:
         raise ExportError(f"{target} export needs a built model (call it once or give an Input)")
     _check_chain(model, target)
+    skip_repeat = skip_leading_repeat and leading_repeat(model) is not None
     found = []
     for layer in model.layers:
         if isinstance(layer, PASS_THROUGH):
+            continue
+        if skip_repeat and isinstance(layer, keras.layers.RepeatVector):
+            skip_repeat = False  # only the one before the first neuron layer
             continue
         try:
             found.append(neuron_layer(layer))
@@ -212,13 +232,20 @@ def layer_step(spec: NeuronLayer, x, states: Sequence, spike_fn: SpikeFn = defau
     return v, [v]
 
 
-def step(specs: Sequence[NeuronLayer], x, states: Sequence, spike_fn: SpikeFn = default_spike_fn):
+def step(
+    specs: Sequence[NeuronLayer],
+    x,
+    states: Sequence,
+    spike_fn: SpikeFn | Sequence[SpikeFn] = default_spike_fn,
+):
     """One time step of the whole network: ``(output, new_states)``.
 
-    States are flattened in layer order, each layer's in ``state_names`` order.
+    States are flattened in layer order, each layer's in ``state_names`` order. ``spike_fn``
+    is one function for all layers or a sequence of one per layer.
     """
+    spike_fns = spike_fn if isinstance(spike_fn, Sequence) else [spike_fn] * len(specs)
     new_states, index = [], 0
-    for spec in specs:
+    for spec, spike_fn in zip(specs, spike_fns, strict=True):
         count = len(spec.state_names)
         x, layer_states = layer_step(spec, x, states[index : index + count], spike_fn)
         new_states.extend(layer_states)

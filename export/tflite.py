@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -83,21 +83,8 @@ def _read_model(model: keras.Model) -> tuple[list[_graph.NeuronLayer], int | Non
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"to_tflite: `model` must be a keras.Model, got {type(model).__name__}")
-    if not model.built:
-        raise ExportError(f"{_TARGET} export needs a built model (call it once or give an Input)")
-    specs, repeat = [], None
-    for layer in model.layers:
-        if isinstance(layer, _graph.PASS_THROUGH):
-            continue
-        if isinstance(layer, keras.layers.RepeatVector) and not specs and repeat is None:
-            repeat = int(layer.n)
-            continue
-        try:
-            specs.append(_graph.neuron_layer(layer))
-        except ExportError as error:
-            raise ExportError(f"{_TARGET} export: {error}") from None
-    if not specs:
-        raise ExportError(f"{_TARGET} export: the model has no LIF, CubaLIF or LI layer")
+    specs = _graph.neuron_layers(model, _TARGET, skip_leading_repeat=True)
+    repeat = _graph.leading_repeat(model)
     shape = tuple(model.inputs[0].shape) if model.inputs else ()
     time_steps = repeat if repeat is not None else (shape[1] if len(shape) == 3 else None)
     return specs, repeat, time_steps
@@ -126,23 +113,12 @@ def _ramp_spike_fn(gain: float) -> _graph.SpikeFn:
     return spike
 
 
-def _step(specs, x, states, spike_fns: Sequence[_graph.SpikeFn]):
-    """One step of the network with one spike function per layer: ``(y, new_states)``."""
-    new_states, index = [], 0
-    for spec, spike_fn in zip(specs, spike_fns):
-        count = len(spec.state_names)
-        x, layer_states = _graph.layer_step(spec, x, states[index : index + count], spike_fn)
-        new_states.extend(layer_states)
-        index += count
-    return x, new_states
-
-
 def _sequence(specs, x, num_steps: int, repeat: bool, spike_fns, batch_size: int):
     """The window unrolled from zero (constant) states; ``x`` is ``[b, T, f]`` or ``[b, f]``."""
     states = [tf.constant(s) for s in _graph.zero_states(specs, batch_size)]
     outputs = []
     for t in range(num_steps):
-        y, states = _step(specs, x if repeat else x[:, t], states, spike_fns)
+        y, states = _graph.step(specs, x if repeat else x[:, t], states, spike_fns)
         outputs.append(y)
     return tf.stack(outputs, axis=1)
 
@@ -178,7 +154,7 @@ def _spike_gains(specs, batches, repeat: bool) -> list[float]:
         states = _graph.zero_states(specs, x.shape[0])
         for t in range(num_steps):
             step[0] = t
-            _, states = _step(specs, x if repeat else x[:, t], states, fns)
+            _, states = _graph.step(specs, x if repeat else x[:, t], states, fns)
     gains = []
     for index, spec in enumerate(specs):
         if spec.kind == "li":
@@ -407,7 +383,7 @@ def to_tflite(
         ]
 
         def function(x, *states):
-            y, new_states = _step(specs, x, list(states), spike_fns)
+            y, new_states = _graph.step(specs, x, list(states), spike_fns)
             return {"y": y, **{f"{key}_next": s for key, s in zip(keys, new_states)}}
 
         input_names = ["x", *keys]
@@ -452,7 +428,7 @@ def _calibration(mode, specs, batches, spike_fns, keys, repeat) -> Callable:
             for t in range(num_steps):
                 x_t = x if repeat else x[:, t]
                 yield {"x": x_t, **{key: np.asarray(s) for key, s in zip(keys, states)}}
-                _, states = _step(specs, x_t, states, spike_fns)
+                _, states = _graph.step(specs, x_t, states, spike_fns)
                 states = [np.asarray(s, np.float32) for s in states]
 
     return sequence if mode == "sequence" else streaming
