@@ -1,0 +1,535 @@
+r"""EventProp: exact event-based gradients of current-based LIF networks (the pure-TF twin).
+
+Wunderlich & Pehle, "Event-based backpropagation can compute exact gradients for spiking
+neural networks", Sci. Rep. 11:12829 (2021). The layers in
+:mod:`keras_spiking.eventprop_layers` call the two functions here, :func:`spiking_layer` and
+:func:`readout_layer`, whose gradients are defined with ``tf.custom_gradient``.
+
+**Model.** Between events each neuron follows (time in seconds)
+
+.. math::
+    \tau_m \dot V = -V + I, \qquad \tau_s \dot I = -I
+
+An input spike of presynaptic neuron ``i`` at time ``t_e`` adds ``W_ij`` to ``I_j``. Neuron
+``j`` spikes when ``V_j`` crosses ``theta`` upward; its voltage is then reset to 0.
+
+**Grid.** The state is kept at grid times ``t_n = n dt`` and advanced with the exact solution
+of the linear dynamics, so there is no Euler error between events. With ``a(h) = e^{-h/tau_m}``,
+``b(h) = e^{-h/tau_s}`` and the voltage response to a unit current step
+``g(h) = tau_s / (tau_s - tau_m) (b(h) - a(h))`` (``(h / tau) e^{-h/tau}`` for equal taus),
+an input spike at ``t_e`` in step ``n`` (``t_n <= t_e < t_{n+1}``, ``h_e = t_{n+1} - t_e``)
+contributes exactly:
+
+.. math::
+    I^-_{n+1} &= b(dt) I_n + \sum_e W_{i_e} b(h_e) \\
+    V^-_{n+1} &= a(dt) V_n + g(dt) I_n + \sum_e W_{i_e} g(h_e)
+
+If ``V^-_{n+1} >= theta`` the neuron spikes within the step. With ``interpolate=True`` the
+spike time is the linear interpolation of the crossing,
+``t_k = t_n + phi dt``, ``phi = (theta - V_n) / (V^-_{n+1} - V_n)`` (error ``O(dt^2)``); with
+``interpolate=False`` it is the grid time ``t_{n+1}``. The reset happens at ``t_k``: the
+voltage at ``t_{n+1}`` is what the current integrates in the rest of the step,
+``V_{n+1} = I^-_{n+1} q(h_k)`` with ``h_k = t_{n+1} - t_k`` and ``q(h) = g(h) / b(h)``.
+Recurrent spikes (weights ``R``) reach their targets at ``t_k`` and enter the state at
+``t_{n+1}`` the same way as input spikes, after the threshold check of the step.
+
+**Gradient.** The backward pass is the adjoint of exactly this forward map (so it equals
+finite differences of the loss wherever no spike appears or disappears). Between events the
+adjoint ``(lambda_I, lambda_V) = dL/d(I, V)`` at the grid times obeys the transposed step
+
+.. math::
+    \lambda_{I,n} = b(dt) \lambda_{I,n+1} + g(dt) \lambda_{V,n+1}, \qquad
+    \lambda_{V,n} = a(dt) \lambda_{V,n+1}
+
+which is the closed-form solution of the paper's adjoint ODEs
+(``tau_m lambda_V' = -lambda_V``, ``tau_s lambda_I' = -lambda_I + lambda_V`` in its own
+scaling). At a spike, the loss gradient with respect to the spike time,
+``G = dL/dt_k`` (from the loss, and from the targets: ``-sum_j W_ij (b'(h) lambda_{I,j}
++ g'(h) lambda_{V,j})``, the paper's ``W^T (lambda_V - lambda_I)`` term), makes the jump
+
+.. math::
+    \lambda^-_V \mathrel{+}= -G\, dt\, \phi / D, \qquad
+    \lambda_{V,n} \mathrel{+}= -G\, dt\, (1 - \phi) / D, \qquad D = V^-_{n+1} - V_n
+
+which tends to the paper's ``-G tau_m / (I - theta)`` as ``dt -> 0``. With
+``interpolate=False`` the jump uses that continuous form directly (the mlGeNN
+approximation), ``D = dt (I - theta) / tau_m``. Weight gradients are sampled at the
+presynaptic spike times: ``dL/dW_ij = sum_e b(h_e) lambda_{I,j} + g(h_e) lambda_{V,j}``
+(the paper's ``-tau_s sum lambda_I`` in its scaling).
+
+**Memory.** The forward keeps, per spike, its time, step, ``phi``, ``D`` and the current at
+the spike, in per-neuron buffers of ``max_spikes`` slots. No voltage trace is kept, so memory
+grows with the number of spikes and not with the number of steps. The backward reads the
+spikes of each step from these buffers.
+
+Spike trains are passed between layers as **spike-time tensors** ``[batch, neurons, slots]``
+in seconds, sorted along the last axis, with ``+inf`` in unused slots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import tensorflow as tf
+
+__all__ = ["Kinetics", "spiking_layer", "readout_layer", "READOUTS", "OVERFLOW_POLICIES"]
+
+#: What :func:`readout_layer` returns per output neuron.
+READOUTS = ("max", "integral", "last", "sequence")
+#: What a spiking layer does when a neuron spikes more often than it has buffer slots.
+OVERFLOW_POLICIES = ("raise", "warn")
+
+
+@dataclasses.dataclass(frozen=True)
+class Kinetics:
+    """Time constants, threshold and grid of one EventProp layer (seconds)."""
+
+    tau_mem: float = 20e-3
+    tau_syn: float = 5e-3
+    threshold: float = 1.0
+    dt: float = 1e-3
+    steps: int = 100
+
+    def decay(self, h, tau):
+        return tf.exp(-h / tau)
+
+    def responses(self, h):
+        """``b(h), g(h), b'(h), g'(h)``: current and voltage at ``h`` after a unit current step."""
+        tau_m, tau_s = self.tau_mem, self.tau_syn
+        a, b = tf.exp(-h / tau_m), tf.exp(-h / tau_s)
+        if abs(tau_s - tau_m) <= 1e-9 * tau_m:
+            g = h / tau_m * a
+            dg = a / tau_m * (1 - h / tau_m)
+        else:
+            kappa = tau_s / (tau_s - tau_m)
+            g = kappa * (b - a)
+            dg = kappa * (a / tau_m - b / tau_s)
+        return b, g, -b / tau_s, dg
+
+    def reset_response(self, h):
+        """``q(h) = g(h) / b(h)`` and ``q'(h)``: voltage at the step end after a reset ``h`` earlier,
+        per unit of current at the step end."""
+        tau_m, tau_s = self.tau_mem, self.tau_syn
+        if abs(tau_s - tau_m) <= 1e-9 * tau_m:
+            return h / tau_m, tf.ones_like(h) / tau_m
+        rate = 1 / tau_m - 1 / tau_s
+        ratio = tf.exp(-h * rate)
+        return tau_s / (tau_s - tau_m) * (1 - ratio), ratio / tau_m
+
+    @property
+    def grid_decays(self) -> tuple[float, float, float]:
+        """``a(dt), b(dt), g(dt)`` as Python floats."""
+        dt, tau_m, tau_s = self.dt, self.tau_mem, self.tau_syn
+        a, b = math.exp(-dt / tau_m), math.exp(-dt / tau_s)
+        if abs(tau_s - tau_m) <= 1e-9 * tau_m:
+            g = dt / tau_m * a
+        else:
+            g = tau_s / (tau_s - tau_m) * (b - a)
+        return a, b, g
+
+
+class _Inputs(NamedTuple):
+    """Input spikes decoded onto the grid, all ``[batch, inputs, slots]``."""
+
+    step: tf.Tensor  # int32 step of each spike, -1 where none (inf or past the window)
+    resp_i: tf.Tensor  # b(h_e): current it adds at the end of its step, per unit weight
+    resp_v: tf.Tensor  # g(h_e): voltage it adds at the end of its step
+    dresp_i: tf.Tensor  # b'(h_e)
+    dresp_v: tf.Tensor  # g'(h_e)
+
+
+def _decode(times: tf.Tensor, kin: Kinetics) -> _Inputs:
+    dt = kin.dt
+    inside = times < kin.steps * dt  # False for +inf (no spike) and spikes past the window
+    safe = tf.where(inside, times, tf.zeros_like(times))
+    step = tf.cast(tf.floor(safe / dt), tf.int32)
+    h = (tf.cast(step, times.dtype) + 1) * dt - safe
+    zero = tf.zeros_like(times)
+    resp = kin.responses(h)
+    step = tf.where(inside, step, -tf.ones_like(step))
+    return _Inputs(step, *(tf.where(inside, r, zero) for r in resp))
+
+
+def _at_step(values: tf.Tensor, step: tf.Tensor, n) -> tf.Tensor:
+    """Sum over the slot axis of ``values`` where ``step == n``: ``[B, X, K] -> [B, X]``."""
+    return tf.reduce_sum(tf.where(tf.equal(step, n), values, tf.zeros_like(values)), axis=-1)
+
+
+def _input_at(inputs: _Inputs, n):
+    return _at_step(inputs.resp_i, inputs.step, n), _at_step(inputs.resp_v, inputs.step, n)
+
+
+class _Spikes(NamedTuple):
+    """The forward's per-spike record, all ``[batch, units, max_spikes]``."""
+
+    times: tf.Tensor  # spike time in seconds, +inf in unused slots
+    step: tf.Tensor  # int32 step, -1 in unused slots
+    phi: tf.Tensor  # position of the spike in its step, (0, 1] (0: forced at the step start)
+    slope: tf.Tensor  # D: V^- - V_n (interpolated) or dt (I - theta) / tau_m
+    current: tf.Tensor  # I^-_{n+1}, the current at the end of the spike's step
+
+
+def _spiking_forward(times_in, kernel, recurrent, *, kin: Kinetics, max_spikes: int,
+                     interpolate: bool):
+    """Runs the layer; returns (_Spikes, counts [B, N] int32, overflow count scalar int32)."""
+    dtype = kernel.dtype
+    inputs = _decode(times_in, kin)
+    batch = tf.shape(times_in)[0]
+    units = tf.shape(kernel)[1]
+    a_dt, b_dt, g_dt = kin.grid_decays
+    theta, dt = kin.threshold, kin.dt
+    zeros = tf.zeros([batch, units], dtype)
+    buffer_shape = [batch, units, max_spikes]
+    slots = tf.range(max_spikes, dtype=tf.int32)
+
+    def body(n, i, v, count, overflow, rec):
+        x_i, x_v = _input_at(inputs, n)
+        i_pre = b_dt * i + tf.matmul(x_i, kernel)
+        v_pre = a_dt * v + g_dt * i + tf.matmul(x_v, kernel)
+        below = v < theta
+        spike = tf.logical_or(v_pre >= theta, tf.logical_not(below))
+        if interpolate:
+            rise = v_pre - v
+            crossing = tf.logical_and(spike, below)
+            phi = tf.where(crossing, (theta - v) / tf.where(crossing, rise, tf.ones_like(rise)),
+                           zeros)
+            slope = rise
+        else:
+            phi = tf.ones_like(v)
+            slope = dt * (i_pre - theta) / kin.tau_mem
+        h_out = (1 - phi) * dt
+        q, _ = kin.reset_response(h_out)
+        v_post = tf.where(spike, i_pre * q, v_pre)
+        i_post = i_pre
+        if recurrent is not None:
+            b_h, g_h, _, _ = kin.responses(h_out)
+            i_post += tf.matmul(tf.where(spike, b_h, zeros), recurrent)
+            v_post += tf.matmul(tf.where(spike, g_h, zeros), recurrent)
+        t_out = (tf.cast(n, dtype) + phi) * dt
+        write = tf.logical_and(spike[..., None], tf.equal(count[..., None], slots))
+        n_vec = tf.fill(buffer_shape, n)
+        rec = _Spikes(
+            tf.where(write, t_out[..., None], rec.times),
+            tf.where(write, n_vec, rec.step),
+            tf.where(write, phi[..., None], rec.phi),
+            tf.where(write, slope[..., None], rec.slope),
+            tf.where(write, i_pre[..., None], rec.current),
+        )
+        lost = tf.logical_and(spike, count >= max_spikes)
+        overflow += tf.reduce_sum(tf.cast(lost, tf.int32))
+        count += tf.cast(spike, tf.int32)
+        return n + 1, i_post, v_post, count, overflow, rec
+
+    empty = tf.zeros(buffer_shape, dtype)
+    rec0 = _Spikes(
+        tf.fill(buffer_shape, tf.constant(math.inf, dtype)),
+        -tf.ones(buffer_shape, tf.int32),
+        empty,
+        empty,
+        empty,
+    )
+    count0 = tf.zeros([batch, units], tf.int32)
+    _, _, _, count, overflow, rec = tf.while_loop(
+        lambda n, *_: n < kin.steps,
+        body,
+        (tf.constant(0), zeros, zeros, count0, tf.constant(0), rec0),
+        parallel_iterations=1,
+    )
+    return rec, count, overflow
+
+
+def _backward(inputs: _Inputs, kernel, recurrent, spikes: _Spikes | None, grad_times,
+              readout_grad, *, kin: Kinetics, interpolate: bool, min_slope: float | None):
+    """The adjoint pass of one layer, from t_T back to t_0.
+
+    ``spikes`` and ``grad_times`` (dL/dt of each recorded spike) are None for a readout;
+    ``readout_grad(n)`` gives dL/dV_{n+1} from the readout (or None).
+    Returns (dL/dtimes_in, dL/dkernel, dL/drecurrent or None).
+    """
+    dtype = kernel.dtype
+    a_dt, b_dt, g_dt = kin.grid_decays
+    dt = kin.dt
+    batch = tf.shape(inputs.step)[0]
+    units = tf.shape(kernel)[1]
+    zeros = tf.zeros([batch, units], dtype)
+    kernel_t = tf.transpose(kernel)
+    recurrent_t = None if recurrent is None else tf.transpose(recurrent)
+
+    def body(n, lam_i, lam_v, d_kernel, d_rec, d_times):
+        if readout_grad is not None:
+            lam_v += readout_grad(n)
+        if spikes is not None:
+            at = tf.equal(spikes.step, n)
+            spike = tf.reduce_any(at, axis=-1)
+            phi = _at_step(spikes.phi, spikes.step, n)
+            slope = _at_step(spikes.slope, spikes.step, n)
+            current = _at_step(spikes.current, spikes.step, n)
+            g_t = _at_step(grad_times, spikes.step, n)
+            h_out = (1 - phi) * dt
+            d_h = zeros
+            if recurrent is not None:
+                b_h, g_h, db_h, dg_h = kin.responses(h_out)
+                b_h, g_h = tf.where(spike, b_h, zeros), tf.where(spike, g_h, zeros)
+                d_rec += tf.matmul(b_h, lam_i, transpose_a=True)
+                d_rec += tf.matmul(g_h, lam_v, transpose_a=True)
+                d_h += tf.where(
+                    spike,
+                    db_h * tf.matmul(lam_i, recurrent_t) + dg_h * tf.matmul(lam_v, recurrent_t),
+                    zeros,
+                )
+            # reset: V_{n+1} = I^- q(h_k) for the neurons that spiked
+            q, dq = kin.reset_response(h_out)
+            lam_i_pre = lam_i + tf.where(spike, lam_v * q, zeros)
+            d_h += tf.where(spike, lam_v * current * dq, zeros)
+            # dL/dt_k: from the loss and through h_k = t_{n+1} - t_k
+            g_k = g_t - d_h
+            if min_slope is not None:
+                slope = tf.maximum(slope, min_slope * dt)
+            moves = tf.logical_and(spike, phi > 0)
+            safe_slope = tf.where(moves, slope, tf.ones_like(slope))
+            jump = tf.where(moves, -g_k * dt / safe_slope, zeros)
+            if interpolate:
+                lam_v_pre = tf.where(spike, phi * jump, lam_v)
+                carry = (1 - phi) * jump
+            else:
+                lam_v_pre = tf.where(spike, jump, lam_v)
+                carry = zeros
+        else:
+            lam_i_pre, lam_v_pre, carry = lam_i, lam_v, zeros
+        x_i, x_v = _input_at(inputs, n)
+        d_kernel += tf.matmul(x_i, lam_i_pre, transpose_a=True)
+        d_kernel += tf.matmul(x_v, lam_v_pre, transpose_a=True)
+        u_i = tf.matmul(lam_i_pre, kernel_t)[..., None]
+        u_v = tf.matmul(lam_v_pre, kernel_t)[..., None]
+        d_h_in = inputs.dresp_i * u_i + inputs.dresp_v * u_v
+        d_times -= tf.where(tf.equal(inputs.step, n), d_h_in, tf.zeros_like(d_h_in))
+        lam_i = b_dt * lam_i_pre + g_dt * lam_v_pre
+        lam_v = a_dt * lam_v_pre + carry
+        return n - 1, lam_i, lam_v, d_kernel, d_rec, d_times
+
+    d_rec0 = tf.zeros([1, 1], dtype) if recurrent is None else tf.zeros_like(recurrent)
+    _, _, _, d_kernel, d_rec, d_times = tf.while_loop(
+        lambda n, *_: n >= 0,
+        body,
+        (
+            tf.constant(kin.steps - 1),
+            zeros,
+            zeros,
+            tf.zeros_like(kernel),
+            d_rec0,
+            tf.zeros_like(inputs.resp_i),
+        ),
+        parallel_iterations=1,
+    )
+    return d_times, d_kernel, (None if recurrent is None else d_rec)
+
+
+def _count_gradient(counts, spikes: _Spikes, target: float, strength: float):
+    """dL/dt_k of the spike-count regulariser (see ``EventPropCubaLIF``), per recorded spike."""
+    per_neuron = -strength * (tf.cast(counts, spikes.times.dtype) - target)
+    recorded = spikes.step >= 0
+    return tf.where(recorded, per_neuron[..., None], tf.zeros_like(spikes.times))
+
+
+def spiking_layer(
+    times_in: tf.Tensor,
+    kernel: tf.Tensor,
+    recurrent: tf.Tensor | None = None,
+    *,
+    kinetics: Kinetics,
+    max_spikes: int,
+    interpolate: bool = True,
+    min_slope: float | None = None,
+    on_overflow: str = "raise",
+    count_target: float = 0.0,
+    count_strength: float = 0.0,
+    silent_bump: float = 0.0,
+    name: str = "eventprop",
+):
+    """One current-based LIF layer with the EventProp gradient (see the module docstring).
+
+    Args:
+        times_in: ``[batch, inputs, slots]`` input spike times in seconds (``+inf`` = none).
+        kernel: ``[inputs, units]`` weights ``W``.
+        recurrent: optional ``[units, units]`` weights ``R``.
+        kinetics: time constants, threshold, ``dt`` and the number of steps.
+        max_spikes: buffer slots per neuron (and sample).
+        interpolate: spike times interpolated within the step (exact gradient of the gridded
+            model) or on the grid (the continuous-time jump as an approximation).
+        min_slope: if set, the backward uses ``max(D, min_slope * dt)`` for the slope ``D`` at a
+            spike (``min_slope`` in threshold units per second): clamps the ``1 / (I - theta)``
+            blow-up of grazing crossings, at the price of exactness where it applies.
+        on_overflow: a neuron spiking more than ``max_spikes`` times: "raise" an error, or
+            "warn" (printed once per call; the extra spikes still reset the neuron but are not
+            passed on and get no gradient).
+        count_target, count_strength: spike-count regulariser (a heuristic, not an exact
+            gradient: counts are piecewise constant). Each recorded spike of a neuron that
+            spiked ``c`` times gets ``dL/dt_k += -count_strength (c - count_target)``, which moves
+            the spikes of too-active neurons later (out of the window) and of too-quiet ones
+            earlier.
+        silent_bump: for each neuron silent in every sample of the batch, the weight gradient of
+            its input column gets ``-silent_bump`` (gradient descent then raises its weights), the
+            usual cure for neurons that never spike and so never get a gradient.
+        name: used in error messages.
+
+    Returns:
+        ``[batch, units, max_spikes]`` output spike times in seconds, sorted, ``+inf`` unused.
+    """
+    kin, interp = kinetics, bool(interpolate)
+
+    @tf.custom_gradient
+    def layer(times, w, *rec_weights):
+        rec = rec_weights[0] if rec_weights else None
+        spikes, counts, overflow = _spiking_forward(
+            times, w, rec, kin=kin, max_spikes=max_spikes, interpolate=interp
+        )
+        message = (
+            f"{name}: a neuron spiked more than max_spikes={max_spikes} times in the window; "
+            "raise `max_spikes` (memory grows with it) or pass on_overflow='warn'"
+        )
+        if on_overflow == "raise":
+            check = tf.debugging.assert_equal(overflow, 0, message=message)
+            with tf.control_dependencies([check]):
+                out = tf.identity(spikes.times)
+        else:
+            printed = tf.cond(
+                overflow > 0,
+                lambda: _print_warning(message, overflow),
+                lambda: tf.constant(True),
+            )
+            with tf.control_dependencies([printed]):
+                out = tf.identity(spikes.times)
+
+        def grad(g_out):
+            g_out = tf.where(spikes.step >= 0, g_out, tf.zeros_like(g_out))
+            if count_strength:
+                g_out += _count_gradient(counts, spikes, count_target, count_strength)
+            d_times, d_w, d_rec = _backward(
+                _decode(times, kin), w, rec, spikes, g_out, None,
+                kin=kin, interpolate=interp, min_slope=min_slope,
+            )
+            if silent_bump:
+                silent = tf.reduce_all(tf.equal(counts, 0), axis=0)
+                d_w -= silent_bump * tf.cast(silent, d_w.dtype)[None, :]
+            return (d_times, d_w) + ((d_rec,) if rec is not None else ())
+
+        return out, grad
+
+    args = (times_in, kernel) + ((recurrent,) if recurrent is not None else ())
+    return layer(*args)
+
+
+def _print_warning(message, overflow):
+    with tf.control_dependencies(
+        [tf.print("WARNING:", message, "- spikes not recorded:", overflow, output_stream="file://"
+                  "/dev/stderr")]
+    ):
+        return tf.constant(True)
+
+
+def _readout_forward(times_in, kernel, *, kin: Kinetics, readout: str):
+    dtype = kernel.dtype
+    inputs = _decode(times_in, kin)
+    batch = tf.shape(times_in)[0]
+    units = tf.shape(kernel)[1]
+    a_dt, b_dt, g_dt = kin.grid_decays
+    zeros = tf.zeros([batch, units], dtype)
+    weights = _integral_weights(kin, dtype)
+
+    def body(n, i, v, best, arg, acc, seq):
+        x_i, x_v = _input_at(inputs, n)
+        v = a_dt * v + g_dt * i + tf.matmul(x_v, kernel)
+        i = b_dt * i + tf.matmul(x_i, kernel)
+        if readout == "max":
+            better = v > best
+            best = tf.where(better, v, best)
+            arg = tf.where(better, tf.fill(tf.shape(arg), n), arg)
+        elif readout == "integral":
+            acc += weights[n] * v
+        elif readout == "sequence":
+            seq = seq.write(n, v)
+        return n + 1, i, v, best, arg, acc, seq
+
+    seq0 = tf.TensorArray(dtype, size=kin.steps if readout == "sequence" else 0,
+                          element_shape=None)
+    _, _, v, best, arg, acc, seq = tf.while_loop(
+        lambda n, *_: n < kin.steps,
+        body,
+        (
+            tf.constant(0),
+            zeros,
+            zeros,
+            tf.fill([batch, units], tf.constant(-math.inf, dtype)),
+            tf.zeros([batch, units], tf.int32),
+            zeros,
+            seq0,
+        ),
+        parallel_iterations=1,
+    )
+    if readout == "max":
+        return best, arg
+    if readout == "integral":
+        return acc, None
+    if readout == "last":
+        return v, None
+    return tf.transpose(seq.stack(), [1, 0, 2]), None
+
+
+def _integral_weights(kin: Kinetics, dtype) -> tf.Tensor:
+    """``w_n = exp(-t_{n+1} / T) dt / T`` for the integrated-voltage readout (Nowotny et al.)."""
+    window = kin.steps * kin.dt
+    t = (tf.range(kin.steps, dtype=dtype) + 1) * kin.dt
+    return tf.exp(-t / window) * (kin.dt / window)
+
+
+def readout_layer(
+    times_in: tf.Tensor,
+    kernel: tf.Tensor,
+    *,
+    kinetics: Kinetics,
+    readout: str = "max",
+) -> tf.Tensor:
+    r"""A non-spiking leaky-integrator layer read out over the window, with the EventProp gradient.
+
+    Same current and voltage dynamics as :func:`spiking_layer`, no threshold. ``readout``:
+
+    - "max": ``max_n V(t_n)`` (the paper's MNIST loss takes its softmax cross-entropy);
+      the gradient enters ``lambda_V`` at the step of the maximum.
+    - "integral": ``sum_n e^{-t_n / T} V(t_n) dt / T`` (the integrated-voltage loss of
+      Nowotny, Turner & Knight 2022), ``T`` the window.
+    - "last": ``V(t_T)``.
+    - "sequence": ``V(t_n)`` for every step, ``[batch, steps, units]`` (memory grows with
+      the steps).
+
+    Returns:
+        ``[batch, units]`` (or ``[batch, steps, units]`` for "sequence").
+    """
+    kin = kinetics
+
+    @tf.custom_gradient
+    def layer(times, w):
+        out, arg = _readout_forward(times, w, kin=kin, readout=readout)
+
+        def grad(g_out):
+            weights = _integral_weights(kin, w.dtype)
+
+            def readout_grad(n):
+                if readout == "max":
+                    return tf.where(tf.equal(arg, n), g_out, tf.zeros_like(g_out))
+                if readout == "integral":
+                    return weights[n] * g_out
+                if readout == "last":
+                    return tf.cast(tf.equal(n, kin.steps - 1), g_out.dtype) * g_out
+                return tf.gather(g_out, n, axis=1)
+
+            d_times, d_w, _ = _backward(
+                _decode(times, kin), w, None, None, None, readout_grad,
+                kin=kin, interpolate=True, min_slope=None,
+            )
+            return d_times, d_w
+
+        return out, grad
+
+    return layer(times_in, kernel)
