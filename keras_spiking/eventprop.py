@@ -109,8 +109,11 @@ class Kinetics:
         return b, g, -b / tau_s, dg
 
     def reset_response(self, h):
-        """``q(h) = g(h) / b(h)`` and ``q'(h)``: voltage at the step end after a reset ``h`` earlier,
-        per unit of current at the step end."""
+        """``q(h) = g(h) / b(h)`` and ``q'(h)``.
+
+        ``q(h)`` is the voltage at the end of a step after a reset ``h`` before its end, per unit
+        of current at the end of the step.
+        """
         tau_m, tau_s = self.tau_mem, self.tau_syn
         if abs(tau_s - tau_m) <= 1e-9 * tau_m:
             return h / tau_m, tf.ones_like(h) / tau_m
@@ -171,8 +174,9 @@ class _Spikes(NamedTuple):
     current: tf.Tensor  # I^-_{n+1}, the current at the end of the spike's step
 
 
-def _spiking_forward(times_in, kernel, recurrent, *, kin: Kinetics, max_spikes: int,
-                     interpolate: bool):
+def _spiking_forward(
+    times_in, kernel, recurrent, *, kin: Kinetics, max_spikes: int, interpolate: bool
+):
     """Runs the layer; returns (_Spikes, counts [B, N] int32, overflow count scalar int32)."""
     dtype = kernel.dtype
     inputs = _decode(times_in, kin)
@@ -193,8 +197,9 @@ def _spiking_forward(times_in, kernel, recurrent, *, kin: Kinetics, max_spikes: 
         if interpolate:
             rise = v_pre - v
             crossing = tf.logical_and(spike, below)
-            phi = tf.where(crossing, (theta - v) / tf.where(crossing, rise, tf.ones_like(rise)),
-                           zeros)
+            phi = tf.where(
+                crossing, (theta - v) / tf.where(crossing, rise, tf.ones_like(rise)), zeros
+            )
             slope = rise
         else:
             phi = tf.ones_like(v)
@@ -240,8 +245,18 @@ def _spiking_forward(times_in, kernel, recurrent, *, kin: Kinetics, max_spikes: 
     return rec, count, overflow
 
 
-def _backward(inputs: _Inputs, kernel, recurrent, spikes: _Spikes | None, grad_times,
-              readout_grad, *, kin: Kinetics, interpolate: bool, min_slope: float | None):
+def _backward(
+    inputs: _Inputs,
+    kernel,
+    recurrent,
+    spikes: _Spikes | None,
+    grad_times,
+    readout_grad,
+    *,
+    kin: Kinetics,
+    interpolate: bool,
+    min_slope: float | None,
+):
     """The adjoint pass of one layer, from t_T back to t_0.
 
     ``spikes`` and ``grad_times`` (dL/dt of each recorded spike) are None for a readout;
@@ -364,11 +379,12 @@ def spiking_layer(
         on_overflow: a neuron spiking more than ``max_spikes`` times: "raise" an error, or
             "warn" (printed once per call; the extra spikes still reset the neuron but are not
             passed on and get no gradient).
-        count_target, count_strength: spike-count regulariser (a heuristic, not an exact
-            gradient: counts are piecewise constant). Each recorded spike of a neuron that
-            spiked ``c`` times gets ``dL/dt_k += -count_strength (c - count_target)``, which moves
-            the spikes of too-active neurons later (out of the window) and of too-quiet ones
-            earlier.
+        count_target: spikes per neuron and sample that the count regulariser aims at.
+        count_strength: strength of the spike-count regulariser, in 1/s (0 = off). It is a
+            heuristic, not an exact gradient (counts are piecewise constant): each recorded
+            spike of a neuron that spiked ``c`` times gets
+            ``dL/dt_k += -count_strength (c - count_target)``, which moves the spikes of
+            too-active neurons later (out of the window) and of too-quiet ones earlier.
         silent_bump: for each neuron silent in every sample of the batch, the weight gradient of
             its input column gets ``-silent_bump`` (gradient descent then raises its weights), the
             usual cure for neurons that never spike and so never get a gradient.
@@ -407,8 +423,15 @@ def spiking_layer(
             if count_strength:
                 g_out += _count_gradient(counts, spikes, count_target, count_strength)
             d_times, d_w, d_rec = _backward(
-                _decode(times, kin), w, rec, spikes, g_out, None,
-                kin=kin, interpolate=interp, min_slope=min_slope,
+                _decode(times, kin),
+                w,
+                rec,
+                spikes,
+                g_out,
+                None,
+                kin=kin,
+                interpolate=interp,
+                min_slope=min_slope,
             )
             if silent_bump:
                 silent = tf.reduce_all(tf.equal(counts, 0), axis=0)
@@ -423,8 +446,15 @@ def spiking_layer(
 
 def _print_warning(message, overflow):
     with tf.control_dependencies(
-        [tf.print("WARNING:", message, "- spikes not recorded:", overflow, output_stream="file://"
-                  "/dev/stderr")]
+        [
+            tf.print(
+                "WARNING:",
+                message,
+                "- spikes not recorded:",
+                overflow,
+                output_stream="file:///dev/stderr",
+            )
+        ]
     ):
         return tf.constant(True)
 
@@ -452,8 +482,7 @@ def _readout_forward(times_in, kernel, *, kin: Kinetics, readout: str):
             seq = seq.write(n, v)
         return n + 1, i, v, best, arg, acc, seq
 
-    seq0 = tf.TensorArray(dtype, size=kin.steps if readout == "sequence" else 0,
-                          element_shape=None)
+    seq0 = tf.TensorArray(dtype, size=kin.steps if readout == "sequence" else 0, element_shape=None)
     _, _, v, best, arg, acc, seq = tf.while_loop(
         lambda n, *_: n < kin.steps,
         body,
@@ -525,8 +554,15 @@ def readout_layer(
                 return tf.gather(g_out, n, axis=1)
 
             d_times, d_w, _ = _backward(
-                _decode(times, kin), w, None, None, None, readout_grad,
-                kin=kin, interpolate=True, min_slope=None,
+                _decode(times, kin),
+                w,
+                None,
+                None,
+                None,
+                readout_grad,
+                kin=kin,
+                interpolate=True,
+                min_slope=None,
             )
             return d_times, d_w
 
