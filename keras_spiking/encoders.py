@@ -34,6 +34,7 @@ import tensorflow as tf
 __all__ = [
     "rate_encode",
     "latency_encode",
+    "latency_times",
     "delta_encode",
     "RateEncoder",
     "LatencyEncoder",
@@ -330,6 +331,50 @@ def latency_encode(
     args = _check_latency_args(num_steps, t_min, normalize, threshold, linear, tau, where)
     x = _check_unit_interval(_as_float_tensor(x, where), where)
     return _latency_spikes(x, *args)
+
+
+def latency_times(
+    x: Any,
+    t_max: float,
+    *,
+    invert: bool = False,
+    bias_time: float | None = None,
+) -> tf.Tensor:
+    r"""Latency code as spike times in seconds, for the EventProp layers.
+
+    Each feature spikes once, at
+
+    .. math::  t = t_{max}\, x \quad\text{or, with } ``invert``,\quad t = t_{max} (1 - x)
+
+    (Wunderlich & Pehle 2021: Yin-Yang uses ``t = 30 ms * x`` plus a bias spike at 0, MNIST
+    ``t = 20 ms * (1 - pixel / 255)``). Unlike :func:`latency_encode` the times are not
+    rounded to a grid: the EventProp layers take spikes at any time.
+
+    Args:
+        x: values in ``[0, 1]``, shape ``[batch, features]``.
+        t_max: the time in seconds of ``x = 1`` (``x = 0`` with ``invert``), > 0.
+        invert: larger values spike earlier.
+        bias_time: if given, one more input that spikes at this time (seconds, >= 0) in every
+            sample (the paper's bias spike).
+
+    Returns:
+        Spike times ``[batch, features (+ 1), 1]`` in the dtype of ``x`` (one slot each).
+    """
+    where = "latency_times"
+    x = _check_unit_interval(_as_float_tensor(x, where), where)
+    if x.shape.rank != 2:
+        raise ValueError(f"{where}: `x` must have shape [batch, features], got {tuple(x.shape)}")
+    t_max = _check_real(t_max, "t_max", where)
+    if not t_max > 0:
+        raise ValueError(f"{where}: `t_max` must be > 0 seconds, got {t_max!r}")
+    times = t_max * ((1 - x) if invert else x)
+    if bias_time is not None:
+        bias_time = _check_real(bias_time, "bias_time", where)
+        if not bias_time >= 0:
+            raise ValueError(f"{where}: `bias_time` must be >= 0 seconds, got {bias_time!r}")
+        bias = tf.fill([tf.shape(x)[0], 1], tf.constant(bias_time, x.dtype))
+        times = tf.concat([times, bias], axis=1)
+    return times[..., None]
 
 
 # --------------------------------------------------------------------------------------------

@@ -395,6 +395,8 @@ class LI(SpikingSequence):
 
 
 # The Spiking Recurrent Cell's layer lives in its own module; exported here with the others.
+# The EventProp layers take spike-time tensors instead of sequences (own module as well).
+from keras_spiking.eventprop_layers import EventPropCubaLIF, EventPropLI  # noqa: E402
 from keras_spiking.src import SRC  # noqa: E402
 
-__all__ = ["SpikingSequence", "LIF", "CubaLIF", "LI", "SRC"]
+__all__ = ["SpikingSequence", "LIF", "CubaLIF", "LI", "SRC", "EventPropCubaLIF", "EventPropLI"]

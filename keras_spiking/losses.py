@@ -33,6 +33,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+# spike-time outputs (EventProp layers) have their own module; exported here with the others
+from keras_spiking.first_spike import FirstSpikeAccuracy, FirstSpikeTimeCrossEntropy
+
 __all__ = [
     "readout",
     "READOUT_MODES",
@@ -43,6 +46,8 @@ __all__ = [
     "MeanMembraneCrossEntropy",
     "MembraneMSE",
     "SparseReadoutAccuracy",
+    "FirstSpikeTimeCrossEntropy",
+    "FirstSpikeAccuracy",
 ]
 
 #: The time reductions understood by :func:`readout`.

@@ -1,0 +1,367 @@
+r"""Keras layers trained with EventProp (exact event-based gradients).
+
+The layers pass **spike-time tensors** ``[batch, neurons, slots]`` (seconds, sorted along the
+slots, ``+inf`` = no spike) instead of ``[batch, time, neurons]`` spike trains, so neither the
+activations between layers nor what the backward pass keeps grow with the number of time
+steps: memory grows with the number of spikes. Inputs come from
+:func:`keras_spiking.encoders.latency_times` (or any spike-time tensor).
+
+Example (Wunderlich & Pehle's Yin-Yang network)::
+
+    model = keras.Sequential([
+        keras.Input((5, 1)),   # (x, y, 1 - x, 1 - y, bias) spike times, one slot each
+        keras_spiking.layers.EventPropCubaLIF(200, steps=100, max_spikes=4),
+        keras_spiking.layers.EventPropCubaLIF(3, steps=100, max_spikes=1,
+                                              on_overflow="warn"),
+    ])
+    model.compile("adam", keras_spiking.losses.FirstSpikeTimeCrossEntropy(),
+                  metrics=[keras_spiking.losses.FirstSpikeAccuracy()])
+
+The equations, the grid and the gradient are documented in :mod:`keras_spiking.eventprop`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from keras_spiking import _validation, eventprop
+
+__all__ = ["EventPropCubaLIF", "EventPropLI"]
+
+
+class _EventPropBase(keras.layers.Layer):
+    """Shared weights, arguments and input checks of the EventProp layers (abstract)."""
+
+    def __init__(
+        self,
+        units: int,
+        *,
+        steps: int,
+        dt: float = 1e-3,
+        tau_mem: float = 20e-3,
+        tau_syn: float = 5e-3,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        check_inputs: bool = True,
+        use_custom_ops: str | bool = "auto",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        owner = type(self).__name__
+        self.units = _validation.positive_int("units", units, owner)
+        self.steps = _validation.positive_int("steps", steps, owner)
+        self.dt = _validation.positive_number("dt", dt, owner)
+        self.tau_mem = _validation.positive_number("tau_mem", tau_mem, owner)
+        self.tau_syn = _validation.positive_number("tau_syn", tau_syn, owner)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.check_inputs = bool(check_inputs)
+        if use_custom_ops not in ("auto", True, False):
+            raise ValueError(
+                f"{owner}: `use_custom_ops` must be 'auto', True or False, got {use_custom_ops!r}"
+            )
+        self.use_custom_ops = use_custom_ops
+
+    @property
+    def window(self) -> float:
+        """The simulated time ``steps * dt`` in seconds."""
+        return self.steps * self.dt
+
+    def _kinetics(self, threshold: float = 1.0) -> eventprop.Kinetics:
+        return eventprop.Kinetics(
+            tau_mem=self.tau_mem,
+            tau_syn=self.tau_syn,
+            threshold=threshold,
+            dt=self.dt,
+            steps=self.steps,
+        )
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3 or input_shape[1] is None:
+            raise ValueError(
+                f"{type(self).__name__} expects spike times of shape [batch, inputs, slots] "
+                f"with a known number of inputs, got shape {input_shape}"
+            )
+        self.kernel = self.add_weight(
+            shape=(input_shape[1], self.units),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            name="kernel",
+        )
+        self.input_spec = keras.layers.InputSpec(ndim=3, axes={1: input_shape[1]})
+        self.built = True
+
+    def _checked(self, times: tf.Tensor) -> tf.Tensor:
+        """``times`` cast to the compute dtype, with clear errors for impossible spike times."""
+        if times.shape.rank != 3:
+            raise ValueError(
+                f"{type(self).__name__} expects spike times of shape [batch, inputs, slots], "
+                f"got shape {tuple(times.shape)}"
+            )
+        times = tf.cast(times, self.compute_dtype)
+        if not self.check_inputs:
+            return times
+        where = f"{type(self).__name__} ({self.name})"
+        # spikes of an upstream layer can land a rounding error past the window's end
+        limit = self.window * (1 + 1e-6)
+        finite = tf.math.is_finite(times)
+        checks = [
+            tf.debugging.Assert(
+                tf.reduce_all(tf.logical_not(tf.math.is_nan(times))),
+                [f"{where}: input spike times contain NaN"],
+            ),
+            tf.debugging.Assert(
+                tf.reduce_all(times >= 0),
+                [
+                    f"{where}: input spike times must be >= 0 s (or +inf for no spike); min:",
+                    tf.reduce_min(times),
+                ],
+            ),
+            tf.debugging.Assert(
+                tf.reduce_all(tf.logical_or(tf.logical_not(finite), times <= limit)),
+                [
+                    f"{where}: input spike times must lie in the window [0, steps * dt] = "
+                    f"[0, {self.window:g}] s (or be +inf); max finite:",
+                    tf.reduce_max(tf.where(finite, times, tf.zeros_like(times))),
+                ],
+            ),
+        ]
+        if times.shape[-1] is None or times.shape[-1] > 1:
+            checks.append(
+                tf.debugging.Assert(
+                    tf.reduce_all(times[..., 1:] >= times[..., :-1]),
+                    [
+                        f"{where}: input spike times must be sorted along the last (slot) axis, "
+                        "unused slots +inf at the end"
+                    ],
+                )
+            )
+        with tf.control_dependencies(checks):
+            return tf.identity(times)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                "steps": self.steps,
+                "dt": self.dt,
+                "tau_mem": self.tau_mem,
+                "tau_syn": self.tau_syn,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "check_inputs": self.check_inputs,
+                "use_custom_ops": self.use_custom_ops,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_spiking")
+class EventPropCubaLIF(_EventPropBase):
+    r"""Current-based LIF neurons trained with EventProp; spike times in, spike times out.
+
+    .. math::
+        \tau_m \dot V = -V + I, \qquad \tau_s \dot I = -I, \qquad
+        I \mathrel{+}= W_{i\cdot} \text{ at each input spike of } i, \qquad
+        V \ge \theta \Rightarrow \text{spike}, V \leftarrow 0
+
+    simulated on a grid of ``steps`` steps of ``dt`` seconds with the exact exponential
+    solution, the spike time interpolated within its step (see
+    :mod:`keras_spiking.eventprop`). The gradient is the adjoint of that forward pass: it equals
+    finite differences of the loss wherever no spike appears or disappears.
+
+    Args:
+        units: number of neurons.
+        steps: number of grid steps; the window is ``[0, steps * dt]``.
+        dt: grid step in seconds (default 1 ms).
+        tau_mem: membrane time constant ``tau_m`` in seconds (default 20 ms, as in the paper).
+        tau_syn: synaptic time constant ``tau_s`` in seconds (default 5 ms).
+        threshold: ``theta`` > 0 (default 1).
+        max_spikes: buffer slots per neuron and sample (default 8): the output has this many
+            slots. Memory grows with it, not with ``steps``.
+        on_overflow: what happens when a neuron spikes more than ``max_spikes`` times:
+            "raise" (default) an InvalidArgumentError, or "warn" (printed to stderr; the extra
+            spikes still reset the neuron but are not passed on and get no gradient).
+        recurrent: add recurrent weights ``R`` (spikes reach the layer's own neurons).
+        interpolate: interpolate spike times within the step (default; the gradient is then
+            exact for the gridded model). False puts spikes on the grid and uses the
+            continuous-time jump ``1 / (I - theta)`` as an approximation (mlGeNN style).
+        min_slope: denominator clamp: the backward uses at least ``min_slope * dt`` for the rise
+            of ``V`` in a spike's step (``min_slope`` in threshold units per second, e.g. 10),
+            which bounds the ``1 / (I - theta)`` blow-up at grazing crossings. None (default):
+            exact.
+        count_target, count_strength: spike-count regulariser, a heuristic push on every
+            spike's time: ``dL/dt_k += -count_strength (c - count_target)`` for a neuron that
+            spiked ``c`` times in the sample (``count_strength`` in 1/s; 0 = off).
+        silent_bump: silent-neuron handling: a neuron that stays silent for the whole batch gets
+            ``-silent_bump`` on the gradient of each of its input weights, so training raises
+            them until it spikes (0 = off).
+        kernel_initializer, recurrent_initializer, kernel_regularizer, recurrent_regularizer:
+            as in ``keras.layers.SimpleRNN``.
+        check_inputs: raise clear errors for NaN, negative, out-of-window or unsorted spike
+            times (default True).
+        use_custom_ops: "auto", True or False: the C++ kernels or the pure-TF twin.
+
+    Call arguments:
+        inputs: ``[batch, inputs, slots]`` spike times in seconds, sorted along the slots,
+            ``+inf`` for none.
+
+    Returns:
+        ``[batch, units, max_spikes]`` spike times in seconds, sorted, ``+inf`` for none.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        *,
+        steps: int,
+        threshold: float = 1.0,
+        max_spikes: int = 8,
+        on_overflow: str = "raise",
+        recurrent: bool = False,
+        interpolate: bool = True,
+        min_slope: float | None = None,
+        count_target: float = 0.0,
+        count_strength: float = 0.0,
+        silent_bump: float = 0.0,
+        recurrent_initializer="orthogonal",
+        recurrent_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(units, steps=steps, **kwargs)
+        owner = type(self).__name__
+        self.threshold = _validation.positive_number("threshold", threshold, owner)
+        self.max_spikes = _validation.positive_int("max_spikes", max_spikes, owner)
+        self.on_overflow = _validation.one_of(
+            "on_overflow", on_overflow, eventprop.OVERFLOW_POLICIES, owner
+        )
+        self.recurrent = bool(recurrent)
+        self.interpolate = bool(interpolate)
+        if min_slope is not None:
+            min_slope = _validation.positive_number("min_slope", min_slope, owner)
+        self.min_slope = min_slope
+        self.count_target = _non_negative("count_target", count_target, owner)
+        self.count_strength = _non_negative("count_strength", count_strength, owner)
+        self.silent_bump = _non_negative("silent_bump", silent_bump, owner)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.recurrent_kernel = None
+        if self.recurrent:
+            self.recurrent_kernel = self.add_weight(
+                shape=(self.units, self.units),
+                initializer=self.recurrent_initializer,
+                regularizer=self.recurrent_regularizer,
+                name="recurrent_kernel",
+            )
+
+    def call(self, inputs):
+        times = self._checked(inputs)
+        recurrent = (
+            None if self.recurrent_kernel is None else tf.convert_to_tensor(self.recurrent_kernel)
+        )
+        return eventprop.spiking_layer(
+            times,
+            tf.convert_to_tensor(self.kernel),
+            recurrent,
+            kinetics=self._kinetics(self.threshold),
+            max_spikes=self.max_spikes,
+            interpolate=self.interpolate,
+            min_slope=self.min_slope,
+            on_overflow=self.on_overflow,
+            count_target=self.count_target,
+            count_strength=self.count_strength,
+            silent_bump=self.silent_bump,
+            name=f"{type(self).__name__} ({self.name})",
+        )
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.units, self.max_spikes)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "threshold": self.threshold,
+                "max_spikes": self.max_spikes,
+                "on_overflow": self.on_overflow,
+                "recurrent": self.recurrent,
+                "interpolate": self.interpolate,
+                "min_slope": self.min_slope,
+                "count_target": self.count_target,
+                "count_strength": self.count_strength,
+                "silent_bump": self.silent_bump,
+                "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
+                "recurrent_regularizer": keras.regularizers.serialize(self.recurrent_regularizer),
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_spiking")
+class EventPropLI(_EventPropBase):
+    r"""Non-spiking leaky-integrator readout trained with EventProp.
+
+    .. math::  \tau_m \dot V = -V + I, \qquad \tau_s \dot I = -I, \qquad
+        I \mathrel{+}= W_{i\cdot} \text{ at each input spike of } i
+
+    on the same grid as :class:`EventPropCubaLIF`, read out over the window:
+
+    - ``readout="max"``: ``max_n V(t_n)``; with ``keras.losses.SparseCategoricalCrossentropy(
+      from_logits=True)`` this is the paper's MNIST loss ``-log softmax(max_t V)[label]``.
+    - ``"integral"``: ``sum_n e^{-t_n / T} V(t_n) dt / T`` (``T`` the window), the
+      integrated-voltage loss of Nowotny, Turner & Knight (2022), which trains better.
+    - ``"last"``: ``V(T)``.
+    - ``"sequence"``: ``V(t_n)`` for ``n = 1..steps``, ``[batch, steps, units]`` for any other
+      voltage loss (memory then grows with ``steps``).
+
+    Args:
+        units: number of outputs.
+        steps, dt, tau_mem, tau_syn, kernel_initializer, kernel_regularizer, check_inputs,
+            use_custom_ops: as in :class:`EventPropCubaLIF`.
+        readout: one of "max" (default), "integral", "last", "sequence".
+
+    Returns:
+        ``[batch, units]`` (``[batch, steps, units]`` for "sequence").
+    """
+
+    def __init__(self, units: int, *, steps: int, readout: str = "max", **kwargs):
+        super().__init__(units, steps=steps, **kwargs)
+        self.readout = _validation.one_of(
+            "readout", readout, eventprop.READOUTS, type(self).__name__
+        )
+
+    def call(self, inputs):
+        return eventprop.readout_layer(
+            self._checked(inputs),
+            tf.convert_to_tensor(self.kernel),
+            kinetics=self._kinetics(),
+            readout=self.readout,
+        )
+
+    def compute_output_shape(self, input_shape):
+        if self.readout == "sequence":
+            return (input_shape[0], self.steps, self.units)
+        return (input_shape[0], self.units)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["readout"] = self.readout
+        return config
+
+
+def _non_negative(name: str, value, owner: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{owner}: `{name}` must be a number, got {value!r}") from None
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(f"{owner}: `{name}` must be a finite number >= 0, got {value!r}")
+    return number
