@@ -74,6 +74,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from keras_spiking import ops
+
 __all__ = ["Kinetics", "spiking_layer", "readout_layer", "READOUTS", "OVERFLOW_POLICIES"]
 
 #: What :func:`readout_layer` returns per output neuron.
@@ -362,6 +364,7 @@ def spiking_layer(
     count_strength: float = 0.0,
     silent_bump: float = 0.0,
     name: str = "eventprop",
+    use_custom_ops: str | bool = "auto",
 ):
     """One current-based LIF layer with the EventProp gradient (see the module docstring).
 
@@ -389,18 +392,29 @@ def spiking_layer(
             its input column gets ``-silent_bump`` (gradient descent then raises its weights), the
             usual cure for neurons that never spike and so never get a gradient.
         name: used in error messages.
+        use_custom_ops: run the C++ kernels (``custom_ops/eventprop.cc``) instead of this
+            module's TF code, for float32/float64: ``"auto"`` (the global setting of
+            :mod:`keras_spiking.ops`), True or False. Same numbers up to rounding.
 
     Returns:
         ``[batch, units, max_spikes]`` output spike times in seconds, sorted, ``+inf`` unused.
     """
     kin, interp = kinetics, bool(interpolate)
+    setting = ops.validate_setting(use_custom_ops)
 
     @tf.custom_gradient
     def layer(times, w, *rec_weights):
         rec = rec_weights[0] if rec_weights else None
-        spikes, counts, overflow = _spiking_forward(
-            times, w, rec, kin=kin, max_spikes=max_spikes, interpolate=interp
-        )
+        kernels = ops.eventprop_enabled(setting, w.dtype)
+        if kernels:
+            record, counts, overflow = ops.eventprop_spiking_forward(
+                times, w, rec, kinetics=kin, max_spikes=max_spikes, interpolate=interp
+            )
+            spikes = _Spikes(*record)
+        else:
+            spikes, counts, overflow = _spiking_forward(
+                times, w, rec, kin=kin, max_spikes=max_spikes, interpolate=interp
+            )
         message = (
             f"{name}: a neuron spiked more than max_spikes={max_spikes} times in the window; "
             "raise `max_spikes` (memory grows with it) or pass on_overflow='warn'"
@@ -422,17 +436,29 @@ def spiking_layer(
             g_out = tf.where(spikes.step >= 0, g_out, tf.zeros_like(g_out))
             if count_strength:
                 g_out += _count_gradient(counts, spikes, count_target, count_strength)
-            d_times, d_w, d_rec = _backward(
-                _decode(times, kin),
-                w,
-                rec,
-                spikes,
-                g_out,
-                None,
-                kin=kin,
-                interpolate=interp,
-                min_slope=min_slope,
-            )
+            if kernels:
+                d_times, d_w, d_rec = ops.eventprop_backward(
+                    times,
+                    w,
+                    rec,
+                    spikes,
+                    g_out,
+                    kinetics=kin,
+                    interpolate=interp,
+                    min_slope=min_slope,
+                )
+            else:
+                d_times, d_w, d_rec = _backward(
+                    _decode(times, kin),
+                    w,
+                    rec,
+                    spikes,
+                    g_out,
+                    None,
+                    kin=kin,
+                    interpolate=interp,
+                    min_slope=min_slope,
+                )
             if silent_bump:
                 silent = tf.reduce_all(tf.equal(counts, 0), axis=0)
                 d_w -= silent_bump * tf.cast(silent, d_w.dtype)[None, :]
@@ -519,6 +545,7 @@ def readout_layer(
     *,
     kinetics: Kinetics,
     readout: str = "max",
+    use_custom_ops: str | bool = "auto",
 ) -> tf.Tensor:
     r"""A non-spiking leaky-integrator layer read out over the window, with the EventProp gradient.
 
@@ -532,16 +559,28 @@ def readout_layer(
     - "sequence": ``V(t_n)`` for every step, ``[batch, steps, units]`` (memory grows with
       the steps).
 
+    ``use_custom_ops``: as in :func:`spiking_layer`.
+
     Returns:
         ``[batch, units]`` (or ``[batch, steps, units]`` for "sequence").
     """
     kin = kinetics
+    setting = ops.validate_setting(use_custom_ops)
 
     @tf.custom_gradient
     def layer(times, w):
-        out, arg = _readout_forward(times, w, kin=kin, readout=readout)
+        kernels = ops.eventprop_enabled(setting, w.dtype)
+        if kernels:
+            out, arg = ops.eventprop_readout_forward(times, w, kinetics=kin, readout=readout)
+        else:
+            out, arg = _readout_forward(times, w, kin=kin, readout=readout)
 
         def grad(g_out):
+            if kernels:
+                d_times, d_w, _ = ops.eventprop_backward(
+                    times, w, kinetics=kin, readout=readout, readout_grad=g_out, argmax=arg
+                )
+                return d_times, d_w
             weights = _integral_weights(kin, w.dtype)
 
             def readout_grad(n):

@@ -503,6 +503,224 @@ def li_scan(currents, v0, beta, *, decay_grad: bool = True):
     return scan(currents, v0, beta)
 
 
+# --------------------------------------------------------------------------------------------
+# EventProp
+# --------------------------------------------------------------------------------------------
+_EVENTPROP_OPS = (
+    "keras_spiking_event_prop_spiking_forward",
+    "keras_spiking_event_prop_readout_forward",
+    "keras_spiking_event_prop_backward",
+)
+
+
+def _eventprop_library():
+    """The loaded library, checked to hold the EventProp kernels (``custom_ops/eventprop.cc``).
+
+    Raises:
+        OpLibraryError: the library does not load, or was built without ``eventprop.cc``
+            (e.g. an older ``KERAS_SPIKING_OPS_LIBRARY``).
+    """
+    lib = load()
+    if not all(hasattr(lib, name) for name in _EVENTPROP_OPS):
+        raise OpLibraryError(
+            "keras_spiking custom ops: the loaded library has no EventProp kernels "
+            "(custom_ops/eventprop.cc was not compiled into it); rebuild it with "
+            "`python -m keras_spiking.custom_ops build --rebuild`, or use use_custom_ops=False"
+        )
+    return lib
+
+
+def eventprop_enabled(setting: str | bool, dtype: tf.DType) -> bool:
+    """Whether :mod:`keras_spiking.eventprop` runs the C++ kernels for this setting and dtype.
+
+    As :func:`enabled`, and the dtype is float32/float64; a library without the EventProp
+    kernels counts as one that does not load (``True`` raises, ``"auto"`` warns once and
+    falls back to the TF twin).
+    """
+    global _warned
+    if tf.as_dtype(dtype) not in KERNEL_DTYPES or not enabled(setting):
+        return False
+    try:
+        _eventprop_library()
+    except OpLibraryError as error:
+        if validate_setting(setting) is True or get_use_custom_ops() is True:
+            raise
+        if not _warned:
+            _warned = True
+            warnings.warn(
+                f"{error}\nkeras_spiking falls back to its pure-TensorFlow path (same results, "
+                f"slower); set {ENV_SETTING}=0 to silence this.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return False
+    return True
+
+
+def _kinetics_vector(kinetics) -> tf.Tensor:
+    """``[tau_mem, tau_syn, threshold, dt]`` as float64, the kernels' ``kinetics`` input.
+
+    float64 whatever the layer's dtype: the TF twin derives its constants from these Python
+    floats, and float attrs (32-bit) would round them before the kernels could.
+    """
+    return tf.constant(
+        [kinetics.tau_mem, kinetics.tau_syn, kinetics.threshold, kinetics.dt], tf.float64
+    )
+
+
+def _no_recurrent(dtype):
+    return tf.zeros([0, 0], dtype)
+
+
+def eventprop_spiking_forward(
+    times_in, kernel, recurrent=None, *, kinetics, max_spikes: int, interpolate: bool = True
+):
+    """Kernel twin of ``keras_spiking.eventprop._spiking_forward`` (no gradient of its own).
+
+    Args:
+        times_in: ``[batch, inputs, slots]`` input spike times in seconds (``+inf`` = none).
+        kernel: ``[inputs, units]``, same dtype (float32/float64).
+        recurrent: optional ``[units, units]``.
+        kinetics: a :class:`keras_spiking.eventprop.Kinetics`.
+        max_spikes: buffer slots per neuron.
+        interpolate: interpolated spike times (else on the grid).
+
+    Returns:
+        ``((times, step, phi, slope, current), counts, overflow)``: the per-spike record, each
+        ``[batch, units, max_spikes]`` (``step`` int32), the spike counts ``[batch, units]``
+        int32 and the number of spikes not recorded (int32 scalar).
+    """
+    lib = _eventprop_library()
+    times_in = tf.convert_to_tensor(times_in)
+    kernel = tf.convert_to_tensor(kernel, times_in.dtype)
+    recurrent = (
+        _no_recurrent(kernel.dtype)
+        if recurrent is None
+        else tf.convert_to_tensor(recurrent, kernel.dtype)
+    )
+    times, step, phi, slope, current, counts, overflow = (
+        lib.keras_spiking_event_prop_spiking_forward(
+            times_in,
+            kernel,
+            recurrent,
+            _kinetics_vector(kinetics),
+            steps=kinetics.steps,
+            max_spikes=max_spikes,
+            interpolate=bool(interpolate),
+        )
+    )
+    return (times, step, phi, slope, current), counts, overflow
+
+
+def eventprop_spiking_forward_reference(
+    times_in, kernel, recurrent=None, *, kinetics, max_spikes: int, interpolate: bool = True
+):
+    """Pure-TF twin of :func:`eventprop_spiking_forward` (``eventprop._spiking_forward``)."""
+    from keras_spiking import eventprop
+
+    spikes, counts, overflow = eventprop._spiking_forward(
+        times_in,
+        kernel,
+        recurrent,
+        kin=kinetics,
+        max_spikes=max_spikes,
+        interpolate=bool(interpolate),
+    )
+    return tuple(spikes), counts, overflow
+
+
+def eventprop_readout_forward(times_in, kernel, *, kinetics, readout: str = "max"):
+    """Kernel twin of ``keras_spiking.eventprop._readout_forward``.
+
+    Returns:
+        ``(output, argmax)``: ``[batch, units]`` (``[batch, steps, units]`` for "sequence") and
+        the int32 step of each maximum ``[batch, units]`` (zeros unless ``readout="max"``).
+    """
+    lib = _eventprop_library()
+    times_in = tf.convert_to_tensor(times_in)
+    return lib.keras_spiking_event_prop_readout_forward(
+        times_in,
+        tf.convert_to_tensor(kernel, times_in.dtype),
+        _kinetics_vector(kinetics),
+        steps=kinetics.steps,
+        readout=readout,
+    )
+
+
+def eventprop_readout_forward_reference(times_in, kernel, *, kinetics, readout: str = "max"):
+    """Pure-TF twin of :func:`eventprop_readout_forward` (its argmax: zeros unless "max")."""
+    from keras_spiking import eventprop
+
+    out, arg = eventprop._readout_forward(times_in, kernel, kin=kinetics, readout=readout)
+    if arg is None:
+        arg = tf.zeros(tf.stack([tf.shape(times_in)[0], tf.shape(kernel)[1]]), tf.int32)
+    return out, arg
+
+
+def eventprop_backward(
+    times_in,
+    kernel,
+    recurrent=None,
+    spikes=None,
+    grad_times=None,
+    *,
+    kinetics,
+    readout_grad=None,
+    argmax=None,
+    readout: str | None = None,
+    interpolate: bool = True,
+    min_slope: float | None = None,
+):
+    """Kernel twin of ``keras_spiking.eventprop._backward``: the adjoint pass of one layer.
+
+    (Its twin is exercised through the layers: ``spiking_layer`` / ``readout_layer`` with
+    ``use_custom_ops=False`` build the same arguments for ``_backward``.)
+
+    A spiking layer passes ``spikes`` (the forward's ``(times, step, phi, slope, current)``)
+    and ``grad_times`` (dL/d of each recorded spike time, zero in unused slots); a readout
+    passes ``readout`` (its mode), ``readout_grad`` (dL/d its output) and, for "max", the
+    forward's ``argmax``.
+
+    Returns:
+        ``(d_times_in, d_kernel, d_recurrent or None)``.
+    """
+    lib = _eventprop_library()
+    times_in = tf.convert_to_tensor(times_in)
+    dtype = times_in.dtype
+    kernel = tf.convert_to_tensor(kernel, dtype)
+    spiking = spikes is not None
+    if spiking == (readout is not None):
+        raise ValueError("eventprop_backward: pass either `spikes` (spiking) or `readout`")
+    rec = _no_recurrent(dtype) if recurrent is None else tf.convert_to_tensor(recurrent, dtype)
+    empty3 = tf.zeros([0, 0, 0], dtype)
+    empty2 = tf.zeros([0, 0], dtype)
+    if spiking:
+        _, step, phi, slope, current = spikes
+        spike_args = (step, phi, slope, current, tf.convert_to_tensor(grad_times, dtype))
+        readout_args = (empty2, tf.zeros([0, 0], tf.int32))
+    else:
+        spike_args = (tf.zeros([0, 0, 0], tf.int32), empty3, empty3, empty3, empty3)
+        readout_args = (
+            tf.convert_to_tensor(readout_grad, dtype),
+            tf.zeros([0, 0], tf.int32) if argmax is None else argmax,
+        )
+    d_times, d_kernel, d_rec = lib.keras_spiking_event_prop_backward(
+        times_in,
+        kernel,
+        rec,
+        _kinetics_vector(kinetics),
+        tf.constant(0.0 if min_slope is None else min_slope, tf.float64),
+        *spike_args,
+        *readout_args,
+        steps=kinetics.steps,
+        spiking=spiking,
+        readout=readout or "max",
+        interpolate=bool(interpolate),
+        clamp_slope=min_slope is not None,
+    )
+    return d_times, d_kernel, (None if recurrent is None else d_rec)
+
+
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m keras_spiking.custom_ops", description="Build or inspect the custom ops."
