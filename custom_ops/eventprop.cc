@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "Eigen/Core"
 #include "common.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -395,17 +396,32 @@ struct RowInputs {
   std::vector<int64_t> fill_;
 };
 
-// acc += x * row over n entries.
+// acc_x += x * row and acc_y += y * row over n entries (one pass over the row).
 template <typename T>
-inline void Axpy(int64_t n, T x, const T* __restrict row, T* __restrict acc) {
-  for (int64_t j = 0; j < n; ++j) acc[j] += x * row[j];
+inline void Axpy2(int64_t n, T x, T y, const T* __restrict row, T* __restrict acc_x,
+                  T* __restrict acc_y) {
+  for (int64_t j = 0; j < n; ++j) {
+    acc_x[j] += x * row[j];
+    acc_y[j] += y * row[j];
+  }
 }
 
+// acc += x * u + y * v, in that order (the twin's two matmul updates, one after the other).
 template <typename T>
-inline T Dot(int64_t n, const T* __restrict x, const T* __restrict y) {
-  T sum = T(0);
-  for (int64_t j = 0; j < n; ++j) sum += x[j] * y[j];
-  return sum;
+inline void Axpy2Into(int64_t n, T x, const T* __restrict u, T y, const T* __restrict v,
+                      T* __restrict acc) {
+  for (int64_t j = 0; j < n; ++j) acc[j] = (acc[j] + x * u[j]) + y * v[j];
+}
+
+// (u . row, v . row). Eigen's dot products keep several vector accumulators (a plain running
+// sum is a serial chain the compiler must keep in order without -ffast-math); they change only
+// the summation order of the twin's matmul.
+template <typename T>
+inline void Dot2(int64_t n, const T* u, const T* v, const T* row, T* out_u, T* out_v) {
+  using Vector = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
+  const Vector r(row, n);
+  *out_u = Vector(u, n).dot(r);
+  *out_v = Vector(v, n).dot(r);
 }
 
 // Adds the synaptic input of the spikes of step n, x_i @ W and x_v @ W, to acc_i and acc_v.
@@ -420,9 +436,7 @@ void AddInputs(const RowInputs<T>& in, int64_t n, const T* kernel, int64_t units
       x_i += in.events[e].resp_i;
       x_v += in.events[e].resp_v;
     }
-    const T* row = kernel + f * units;
-    Axpy(units, x_i, row, acc_i);
-    Axpy(units, x_v, row, acc_v);
+    Axpy2(units, x_i, x_v, kernel + f * units, acc_i, acc_v);
   }
 }
 
@@ -530,16 +544,21 @@ class EventPropSpikingForwardOp : public OpKernel {
           std::fill(acc_v.begin(), acc_v.end(), T(0));
           AddInputs(in, n, w, units, acc_i.data(), acc_v.data());
           fired.clear();
+          // the grid step for all neurons (vectorised): acc_i, acc_v become I^-, V^-
+          T* __restrict i_pre_all = acc_i.data();
+          T* __restrict v_pre_all = acc_v.data();
+          const T* __restrict cur_in = cur.data();
+          const T* __restrict v_in = v.data();
           for (int64_t j = 0; j < units; ++j) {
-            const T i_pre = c.b_dt * cur[j] + acc_i[j];
-            const T v_pre = c.a_dt * v[j] + c.g_dt * cur[j] + acc_v[j];
+            i_pre_all[j] = c.b_dt * cur_in[j] + i_pre_all[j];
+            v_pre_all[j] = c.a_dt * v_in[j] + c.g_dt * cur_in[j] + v_pre_all[j];
+          }
+          // the few neurons that spike: reset (into v_pre_all) and record
+          for (int64_t j = 0; j < units; ++j) {
+            const T v_pre = v_pre_all[j];
             const bool below = v[j] < c.theta;
-            const bool spike = v_pre >= c.theta || !below;
-            cur[j] = i_pre;
-            if (!spike) {
-              v[j] = v_pre;
-              continue;
-            }
+            if (!(v_pre >= c.theta || !below)) continue;
+            const T i_pre = i_pre_all[j];
             T phi, slope;
             if (interpolate) {
               const T rise = v_pre - v[j];
@@ -552,7 +571,7 @@ class EventPropSpikingForwardOp : public OpKernel {
             const T h_out = (T(1) - phi) * c.dt;
             T q, dq;
             c.ResetResponse(h_out, &q, &dq);
-            v[j] = i_pre * q;
+            v_pre_all[j] = i_pre * q;
             if (rec != nullptr) {
               T db, dg;
               c.Responses(h_out, &b_h[j], &g_h[j], &db, &dg);
@@ -570,14 +589,15 @@ class EventPropSpikingForwardOp : public OpKernel {
             }
             ++count[j];
           }
+          std::swap(cur, acc_i);
+          std::swap(v, acc_v);
           // recurrent spikes arrive at t_k and enter the state at t_{n+1}, after the
           // threshold check of the step: (b(h) R, g(h) R) summed over the neurons that fired
           if (!fired.empty()) {
             std::fill(rec_i.begin(), rec_i.end(), T(0));
             std::fill(rec_v.begin(), rec_v.end(), T(0));
             for (const int64_t k : fired) {
-              Axpy(units, b_h[k], rec + k * units, rec_i.data());
-              Axpy(units, g_h[k], rec + k * units, rec_v.data());
+              Axpy2(units, b_h[k], g_h[k], rec + k * units, rec_i.data(), rec_v.data());
             }
             for (int64_t j = 0; j < units; ++j) {
               cur[j] += rec_i[j];
@@ -895,12 +915,9 @@ class EventPropBackwardOp : public OpKernel {
             x_i += in_.events[e].resp_i;
             x_v += in_.events[e].resp_v;
           }
-          T* dk = d_kernel + f * units;
-          Axpy(units, x_i, lam_i, dk);
-          Axpy(units, x_v, lam_v, dk);
-          const T* row = p.w + f * units;
-          const T u_i = Dot(units, lam_i, row);
-          const T u_v = Dot(units, lam_v, row);
+          Axpy2Into(units, x_i, lam_i, x_v, lam_v, d_kernel + f * units);
+          T u_i, u_v;
+          Dot2(units, lam_i, lam_v, p.w + f * units, &u_i, &u_v);
           for (int64_t k = first; k < e; ++k) {
             const InputEvent<T>& ev = in_.events[k];
             d_times[f * p.slots + ev.slot] -= ev.dresp_i * u_i + ev.dresp_v * u_v;
@@ -999,11 +1016,10 @@ class EventPropBackwardOp : public OpKernel {
           const T h_out = (T(1) - phi_[j]) * c.dt;
           T b_h, g_h, db_h, dg_h;
           c.Responses(h_out, &b_h, &g_h, &db_h, &dg_h);
-          T* dr = d_rec + j * units;
-          Axpy(units, b_h, lam_i, dr);
-          Axpy(units, g_h, lam_v, dr);
-          const T* row = p.rec + j * units;
-          d_h_[j] = db_h * Dot(units, lam_i, row) + dg_h * Dot(units, lam_v, row);
+          Axpy2Into(units, b_h, lam_i, g_h, lam_v, d_rec + j * units);
+          T r_i, r_v;
+          Dot2(units, lam_i, lam_v, p.rec + j * units, &r_i, &r_v);
+          d_h_[j] = db_h * r_i + dg_h * r_v;
         }
       }
       for (const int64_t j : fired_) {
