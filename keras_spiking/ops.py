@@ -524,8 +524,10 @@ def _eventprop_library():
     if not all(hasattr(lib, name) for name in _EVENTPROP_OPS):
         raise OpLibraryError(
             "keras_spiking custom ops: the loaded library has no EventProp kernels "
-            "(custom_ops/eventprop.cc was not compiled into it); rebuild it with "
-            "`python -m keras_spiking.custom_ops build --rebuild`, or use use_custom_ops=False"
+            "(custom_ops/eventprop.cc was not compiled into it: it must be listed in "
+            "keras_spiking._op_library.SOURCES, and a prebuilt KERAS_SPIKING_OPS_LIBRARY "
+            "rebuilt with `python -m keras_spiking.custom_ops build --rebuild`); or use "
+            "use_custom_ops=False"
         )
     return lib
 

@@ -8,6 +8,8 @@ finite-difference check of a 2-layer network through the kernels closes the chai
 neither path produced.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -403,3 +405,16 @@ def test_dispatch_setting_is_validated_and_float16_uses_the_twin(lib, rng):
     assert ops.eventprop_enabled(True, tf.float32)
     assert not ops.eventprop_enabled(False, tf.float32)
     assert not ops.eventprop_enabled(True, tf.float16)
+
+
+def test_library_without_eventprop_kernels(lib, monkeypatch):
+    """An older prebuilt library: True raises, "auto" warns once and runs the twin."""
+    monkeypatch.setattr(ops, "_EVENTPROP_OPS", ("keras_spiking_no_such_op",))
+    monkeypatch.setattr(ops, "_warned", False)
+    with pytest.raises(ops.OpLibraryError, match="no EventProp kernels.*SOURCES"):
+        ops.eventprop_enabled(True, tf.float32)
+    with ops.use_custom_ops("auto"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not ops.eventprop_enabled("auto", tf.float32)
+        assert not ops.eventprop_enabled("auto", tf.float32)
+    assert len([w for w in caught if "no EventProp kernels" in str(w.message)]) == 1
