@@ -39,7 +39,9 @@ def build_model(args) -> keras.Model:
             ),
             ks.layers.EventPropCubaLIF(
                 3,
-                max_spikes=1,
+                # only the first spike counts for the loss, but the later ones must be
+                # recorded too: the backward needs every reset
+                max_spikes=args.max_spikes,
                 on_overflow="warn",
                 kernel_initializer=keras.initializers.RandomNormal(args.w2_mean, args.w2_std),
                 silent_bump=args.silent_bump,
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--hidden", type=int, default=200)
     parser.add_argument("--dt", type=float, default=1e-3, help="grid step, seconds")
     parser.add_argument("--steps", type=int, default=60, help="window = steps * dt")
-    parser.add_argument("--max-spikes", type=int, default=6, help="hidden buffer slots")
+    parser.add_argument("--max-spikes", type=int, default=8, help="buffer slots per neuron")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--lr-decay", type=float, default=0.95, help="per epoch")

@@ -33,7 +33,7 @@ from pathlib import Path
 import tensorflow as tf
 
 LIBRARY_NAME = "_keras_spiking_ops.so"
-SOURCES = ("sparse_spike_matmul.cc", "neuron_scan.cc")
+SOURCES = ("sparse_spike_matmul.cc", "neuron_scan.cc", "eventprop.cc")
 HEADERS = ("common.h",)
 # -fno-math-errno lets g++ vectorise exp() (glibc's vector math); the kernels never read errno
 EXTRA_FLAGS = ("-shared", "-fPIC", "-O3", "-march=native", "-fno-math-errno", "-w")

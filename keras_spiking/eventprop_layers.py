@@ -65,6 +65,16 @@ class _EventPropBase(keras.layers.Layer):
             )
         self.use_custom_ops = use_custom_ops
 
+    def _kernel_setting(self, training) -> str | bool:
+        """The ``use_custom_ops`` setting of this call.
+
+        The kernels run in training and eager calls only, so that graph-traced inference
+        (``predict``, export, serving) and saved models never need the kernel library.
+        """
+        if training or tf.executing_eagerly():
+            return self.use_custom_ops
+        return False
+
     @property
     def window(self) -> float:
         """The simulated time ``steps * dt`` in seconds."""
@@ -262,7 +272,7 @@ class EventPropCubaLIF(_EventPropBase):
                 name="recurrent_kernel",
             )
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         times = self._checked(inputs)
         recurrent = (
             None if self.recurrent_kernel is None else tf.convert_to_tensor(self.recurrent_kernel)
@@ -280,6 +290,7 @@ class EventPropCubaLIF(_EventPropBase):
             count_strength=self.count_strength,
             silent_bump=self.silent_bump,
             name=f"{type(self).__name__} ({self.name})",
+            use_custom_ops=self._kernel_setting(training),
         )
 
     def compute_output_shape(self, input_shape):
@@ -338,12 +349,13 @@ class EventPropLI(_EventPropBase):
             "readout", readout, eventprop.READOUTS, type(self).__name__
         )
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         return eventprop.readout_layer(
             self._checked(inputs),
             tf.convert_to_tensor(self.kernel),
             kinetics=self._kinetics(),
             readout=self.readout,
+            use_custom_ops=self._kernel_setting(training),
         )
 
     def compute_output_shape(self, input_shape):
