@@ -216,7 +216,7 @@ def _spiking_forward(
             v_post += tf.matmul(tf.where(spike, g_h, zeros), recurrent)
         t_out = (tf.cast(n, dtype) + phi) * dt
         write = tf.logical_and(spike[..., None], tf.equal(count[..., None], slots))
-        n_vec = tf.fill(buffer_shape, n)
+        n_vec = tf.zeros_like(rec.step) + n
         rec = _Spikes(
             tf.where(write, t_out[..., None], rec.times),
             tf.where(write, n_vec, rec.step),
