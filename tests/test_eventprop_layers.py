@@ -1,0 +1,239 @@
+"""The EventProp Keras layers, the first-spike loss/metric and the latency_times encoder."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_spiking as ks
+from keras_spiking import eventprop as ep
+from keras_spiking.eventprop_layers import EventPropCubaLIF, EventPropLI
+
+
+def _yin_yang(n=64, seed=0):
+    x, y = ks.datasets.yin_yang(n, seed=seed, encoding="spike_times", bias_spike=True)
+    return x[..., None].astype("float32"), y
+
+
+def _model(steps=40):
+    return keras.Sequential(
+        [
+            keras.Input((5, 1)),
+            EventPropCubaLIF(
+                16,
+                steps=steps,
+                max_spikes=6,
+                kernel_initializer=keras.initializers.RandomNormal(1.5, 1.5, seed=1),
+                name="hidden",
+            ),
+            EventPropLI(3, steps=steps, readout="max", name="readout"),
+        ]
+    )
+
+
+def test_layer_equals_the_functional_core():
+    x, _ = _yin_yang(8)
+    layer = EventPropCubaLIF(5, steps=40, recurrent=True, max_spikes=6, dtype="float64")
+    out = layer(x)
+    kin = ep.Kinetics(20e-3, 5e-3, 1.0, 1e-3, 40)
+    expected = ep.spiking_layer(
+        tf.cast(x, tf.float64),
+        tf.convert_to_tensor(layer.kernel),
+        tf.convert_to_tensor(layer.recurrent_kernel),
+        kinetics=kin,
+        max_spikes=6,
+    )
+    np.testing.assert_array_equal(out.numpy(), expected.numpy())
+    assert out.shape == (8, 5, 6)
+
+
+@pytest.mark.parametrize("readout", ["max", "integral", "last", "sequence"])
+def test_readout_shapes(readout):
+    x, _ = _yin_yang(4)
+    out = EventPropLI(3, steps=30, readout=readout)(x)
+    expected = (4, 30, 3) if readout == "sequence" else (4, 3)
+    assert tuple(out.shape) == expected
+    assert EventPropLI(3, steps=30, readout=readout).compute_output_shape((4, 5, 1)) == expected
+
+
+def test_fit_reduces_loss_and_the_kernels_match_the_twin():
+    x, y = _yin_yang(128)
+    losses = {}
+    for kernels in (True, False):
+        keras.utils.set_random_seed(0)
+        model = _model()
+        model.compile(
+            keras.optimizers.Adam(5e-3),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        with ks.ops.use_custom_ops(kernels):
+            history = model.fit(x, y, epochs=4, batch_size=32, verbose=0, shuffle=False)
+        losses[kernels] = history.history["loss"]
+    assert losses[True][-1] < losses[True][0]
+    # float32 kernels vs twin differ by summation order only (~1e-6); 4 epochs of Adam
+    # keep that small
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-3)
+
+
+def test_inference_graph_does_not_need_the_kernels(tmp_path):
+    model = _model()
+    x, _ = _yin_yang(8)
+    expected = model(x).numpy()
+    concrete = tf.function(lambda t: model(t, training=False)).get_concrete_function(
+        tf.TensorSpec([None, 5, 1], tf.float32)
+    )
+    op_types = {op.type for op in concrete.graph.get_operations()}
+    assert not any(t.startswith("KerasSpiking") for t in op_types)
+    np.testing.assert_allclose(concrete(tf.constant(x)).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_config_and_keras_round_trip(tmp_path):
+    model = keras.Sequential(
+        [
+            keras.Input((5, 1)),
+            EventPropCubaLIF(
+                6,
+                steps=80,
+                dt=5e-4,
+                tau_mem=15e-3,
+                tau_syn=4e-3,
+                threshold=0.8,
+                max_spikes=3,
+                on_overflow="warn",
+                recurrent=True,
+                interpolate=False,
+                min_slope=10.0,
+                count_target=1.0,
+                count_strength=0.5,
+                silent_bump=1e-3,
+                use_custom_ops=False,
+            ),
+            EventPropLI(2, steps=80, dt=5e-4, readout="integral"),
+        ]
+    )
+    x, _ = _yin_yang(4)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    for original, copy in zip(model.layers, loaded.layers):
+        assert original.get_config() == copy.get_config()
+    np.testing.assert_array_equal(model(x).numpy(), loaded(x).numpy())
+    layer = EventPropCubaLIF.from_config(model.layers[0].get_config())
+    assert layer.min_slope == 10.0 and layer.interpolate is False
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"steps": 0}, "steps"),
+        ({"steps": 10, "max_spikes": 0}, "max_spikes"),
+        ({"steps": 10, "on_overflow": "drop"}, "on_overflow"),
+        ({"steps": 10, "min_slope": -1.0}, "min_slope"),
+        ({"steps": 10, "tau_mem": 0.0}, "tau_mem"),
+        ({"steps": 10, "threshold": -1}, "threshold"),
+        ({"steps": 10, "silent_bump": -1}, "silent_bump"),
+        ({"steps": 10, "use_custom_ops": "yes"}, "use_custom_ops"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EventPropCubaLIF(4, **kwargs)
+
+
+def test_bad_readout_is_named():
+    with pytest.raises(ValueError, match="readout"):
+        EventPropLI(3, steps=10, readout="mean")
+
+
+@pytest.mark.parametrize(
+    "times, match",
+    [
+        ([[[math.nan]]], "NaN"),
+        ([[[-1e-3]]], ">= 0"),
+        ([[[0.5]]], "window"),
+        ([[[2e-3, 1e-3]]], "sorted"),
+    ],
+)
+def test_bad_spike_times_raise_clear_errors(times, match):
+    layer = EventPropCubaLIF(2, steps=20)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        layer(tf.constant(times, tf.float32))
+
+
+def test_wrong_rank_is_named():
+    with pytest.raises(ValueError, match=r"\[batch, inputs, slots\]"):
+        EventPropCubaLIF(2, steps=20)(tf.zeros([3, 4]))
+
+
+def test_overflow_raises_in_the_layer():
+    layer = EventPropCubaLIF(
+        1, steps=60, max_spikes=1, kernel_initializer=keras.initializers.Constant(40.0)
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_spikes=1"):
+        layer(tf.zeros([1, 1, 1]))
+
+
+# ------------------------------------------------------------------ loss, metric, encoder
+
+
+def test_first_spike_loss_matches_the_formula():
+    times = np.array([[[3e-3, 9e-3], [5e-3, np.inf], [np.inf, np.inf]]], "float64")
+    labels = np.array([1])
+    loss = ks.losses.FirstSpikeTimeCrossEntropy(reduction=None)(labels, times)
+    t = np.array([3e-3, 5e-3, 0.1])  # the silent neuron stands at silent_time = 0.1 s
+    logits = -t / 0.5e-3
+    expected = -(logits[1] - np.log(np.exp(logits - logits.max()).sum()) - logits.max())
+    expected += 3e-3 * (np.exp(5e-3 / 6.4e-3) - 1)
+    # Keras computes the loss in float32 (floatx)
+    np.testing.assert_allclose(loss.numpy(), [expected], rtol=1e-6)
+
+
+def test_first_spike_loss_silent_label_gives_no_gradient_of_its_own():
+    times = tf.constant([[[3e-3], [np.inf], [4e-3]]], tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(times)
+        loss = ks.losses.FirstSpikeTimeCrossEntropy()(np.array([1]), times)
+    grad = tape.gradient(loss, times).numpy()
+    assert np.isfinite(loss.numpy())
+    assert grad[0, 1, 0] == 0.0
+    # the spiking wrong neurons are pushed later (gradient descent raises their times)
+    assert grad[0, 0, 0] < 0 and grad[0, 2, 0] < 0
+
+
+def test_first_spike_accuracy_counts_strict_first_and_silent_as_wrong():
+    times = np.array(
+        [
+            [[1e-3], [2e-3], [np.inf]],  # label 0 first: right
+            [[2e-3], [2e-3], [3e-3]],  # tie with label 1: wrong
+            [[np.inf], [np.inf], [np.inf]],  # all silent: wrong
+            [[5e-3], [np.inf], [1e-3]],  # label 2 first: right
+        ],
+        "float32",
+    )
+    metric = ks.losses.FirstSpikeAccuracy()
+    metric.update_state(np.array([0, 1, 0, 2]), times)
+    assert float(metric.result()) == pytest.approx(0.5)
+
+
+def test_first_spike_loss_bad_arguments():
+    with pytest.raises(ValueError, match="tau0"):
+        ks.losses.FirstSpikeTimeCrossEntropy(tau0=0)
+    with pytest.raises(ValueError, match=r"\[batch, classes"):
+        ks.losses.FirstSpikeTimeCrossEntropy()(np.array([0]), np.zeros([1, 2, 3, 4]))
+
+
+def test_latency_times_encoder():
+    x = np.array([[0.0, 0.5, 1.0]], "float32")
+    np.testing.assert_allclose(
+        ks.encoders.latency_times(x, 30e-3, bias_time=0.0).numpy()[0, :, 0],
+        [0.0, 15e-3, 30e-3, 0.0],
+    )
+    np.testing.assert_allclose(
+        ks.encoders.latency_times(x, 20e-3, invert=True).numpy()[0, :, 0], [20e-3, 10e-3, 0.0]
+    )
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ks.encoders.latency_times(np.array([[1.5]]), 1e-3)
+    with pytest.raises(ValueError, match="t_max"):
+        ks.encoders.latency_times(x, -1.0)
