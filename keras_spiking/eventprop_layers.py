@@ -22,6 +22,7 @@ The equations, the grid and the gradient are documented in :mod:`keras_spiking.e
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -29,7 +30,7 @@ import tensorflow as tf
 
 from keras_spiking import _validation, eventprop
 
-__all__ = ["EventPropCubaLIF", "EventPropLI"]
+__all__ = ["EventPropCubaLIF", "EventPropLI", "SpikeTimeDropout"]
 
 
 class _EventPropBase(keras.layers.Layer):
@@ -366,6 +367,47 @@ class EventPropLI(_EventPropBase):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["readout"] = self.readout
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_spiking")
+class SpikeTimeDropout(keras.layers.Layer):
+    """Dropout for spike-time tensors ``[batch, neurons, slots]``.
+
+    Each spike is removed (its time set to ``+inf``) with probability ``rate`` during
+    training, and the survivors are re-sorted along the slots.
+
+    Unlike ``keras.layers.Dropout`` nothing is rescaled: a spike is there or not (the input
+    dropout of Wunderlich & Pehle's MNIST network). Identity at inference.
+
+    Args:
+        rate: probability of removing a spike, ``0 <= rate < 1``.
+        seed: optional int seed.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        rate = _non_negative("rate", rate, type(self).__name__)
+        if not rate < 1:
+            raise ValueError(f"{type(self).__name__}: `rate` must be < 1, got {rate!r}")
+        self.rate, self.seed = rate, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training or self.rate == 0:
+            return inputs
+        keep = keras.random.uniform(tf.shape(inputs), seed=self.seed_generator) >= self.rate
+        dropped = tf.where(
+            keep, inputs, tf.fill(tf.shape(inputs), tf.constant(math.inf, inputs.dtype))
+        )
+        return tf.sort(dropped, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"rate": self.rate, "seed": self.seed})
         return config
 
 

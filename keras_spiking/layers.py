@@ -394,9 +394,22 @@ class LI(SpikingSequence):
         return v_all, [v_last]
 
 
-# The Spiking Recurrent Cell's layer lives in its own module; exported here with the others.
-# The EventProp layers take spike-time tensors instead of sequences (own module as well).
-from keras_spiking.eventprop_layers import EventPropCubaLIF, EventPropLI  # noqa: E402
+# The Spiking Recurrent Cell's layer and the EventProp layers (which take spike-time tensors
+# instead of sequences) live in their own modules; exported here with the others.
+from keras_spiking.eventprop_layers import (  # noqa: E402
+    EventPropCubaLIF,
+    EventPropLI,
+    SpikeTimeDropout,
+)
 from keras_spiking.src import SRC  # noqa: E402
 
-__all__ = ["SpikingSequence", "LIF", "CubaLIF", "LI", "SRC", "EventPropCubaLIF", "EventPropLI"]
+__all__ = [
+    "SpikingSequence",
+    "LIF",
+    "CubaLIF",
+    "LI",
+    "SRC",
+    "EventPropCubaLIF",
+    "EventPropLI",
+    "SpikeTimeDropout",
+]
