@@ -237,3 +237,18 @@ def test_latency_times_encoder():
         ks.encoders.latency_times(np.array([[1.5]]), 1e-3)
     with pytest.raises(ValueError, match="t_max"):
         ks.encoders.latency_times(x, -1.0)
+
+
+def test_spike_time_dropout_removes_spikes_only_in_training():
+    x = tf.constant(np.sort(np.random.default_rng(0).uniform(0, 0.02, (64, 50, 3)), -1), tf.float32)
+    layer = ks.layers.SpikeTimeDropout(0.2, seed=3)
+    np.testing.assert_array_equal(layer(x, training=False).numpy(), x.numpy())
+    out = layer(x, training=True).numpy()
+    dropped = np.isinf(out).mean()
+    assert 0.17 < dropped < 0.23  # 9600 Bernoulli(0.2) draws: 3 sigma is about 0.012
+    assert np.all(np.diff(out, axis=-1)[np.isfinite(np.diff(out, axis=-1))] >= 0)  # sorted
+    kept = out[np.isfinite(out)]
+    assert np.isin(kept, x.numpy()).all()  # survivors unchanged, not rescaled
+    assert ks.layers.SpikeTimeDropout.from_config(layer.get_config()).rate == 0.2
+    with pytest.raises(ValueError, match="rate"):
+        ks.layers.SpikeTimeDropout(1.0)
