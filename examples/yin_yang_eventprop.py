@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--w1-std", type=float, default=1.5)
     parser.add_argument("--w2-mean", type=float, default=0.2)
     parser.add_argument("--w2-std", type=float, default=0.4)
-    parser.add_argument("--silent-bump", type=float, default=1e-3)
+    parser.add_argument("--silent-bump", type=float, default=0.0)
     parser.add_argument("--min-slope", type=float, default=None)
+    parser.add_argument("--clipnorm", type=float, default=None, help="Adam gradient clipping")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> float:
         args.lr, decay_steps=steps_per_epoch, decay_rate=args.lr_decay, staircase=True
     )
     model.compile(
-        keras.optimizers.Adam(schedule),
+        keras.optimizers.Adam(schedule, clipnorm=args.clipnorm),
         ks.losses.FirstSpikeTimeCrossEntropy(silent_time=args.steps * args.dt),
         metrics=[ks.losses.FirstSpikeAccuracy(name="accuracy")],
     )
