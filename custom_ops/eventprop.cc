@@ -1033,7 +1033,7 @@ class EventPropBackwardOp : public OpKernel {
         const T g_k = g_t_[j] - d_h;
         T slope = slope_[j];
         if (p.clamp_slope) slope = std::max(slope, p.min_slope_dt);
-        const T jump = phi > T(0) ? -g_k * c.dt / slope : T(0);
+        const T jump = (phi > T(0) && slope > T(0)) ? -g_k * c.dt / slope : T(0);
         if (p.interpolate) {
           lam_v[j] = phi * jump;
           carry_[j] = (T(1) - phi) * jump;

@@ -304,7 +304,9 @@ def _backward(
             g_k = g_t - d_h
             if min_slope is not None:
                 slope = tf.maximum(slope, min_slope * dt)
-            moves = tf.logical_and(spike, phi > 0)
+            # phi = 0: forced at the step start (no dependence on V); slope <= 0 only on the grid
+            # (interpolate=False) when I <= theta at the crossing: no jump rather than 1 / 0
+            moves = tf.logical_and(spike, tf.logical_and(phi > 0, slope > 0))
             safe_slope = tf.where(moves, slope, tf.ones_like(slope))
             jump = tf.where(moves, -g_k * dt / safe_slope, zeros)
             if interpolate:
