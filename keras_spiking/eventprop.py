@@ -72,11 +72,22 @@ import dataclasses
 import math
 from typing import NamedTuple
 
+import keras
 import tensorflow as tf
 
-from keras_spiking import ops
+from keras_spiking import _validation, ops
 
-__all__ = ["Kinetics", "spiking_layer", "readout_layer", "READOUTS", "OVERFLOW_POLICIES"]
+__all__ = [
+    "EventProp",
+    "get_rule",
+    "Kinetics",
+    "spiking_layer",
+    "readout_layer",
+    "sequence_to_times",
+    "times_to_sequence",
+    "READOUTS",
+    "OVERFLOW_POLICIES",
+]
 
 #: What :func:`readout_layer` returns per output neuron.
 READOUTS = ("max", "integral", "last", "sequence")
@@ -610,3 +621,164 @@ def readout_layer(
         return out, grad
 
     return layer(times_in, kernel)
+
+
+# ------------------------------------------------------------------------------------------
+# [batch, time, neurons] event sequences <-> spike-time tensors
+# ------------------------------------------------------------------------------------------
+
+
+def sequence_to_times(events: tf.Tensor, dt: float, max_spikes: int | None = None) -> tf.Tensor:
+    """Spike times ``[batch, neurons, slots]`` of an event sequence ``[batch, time, neurons]``.
+
+    A nonzero value ``phi`` at step ``n`` is a spike at ``t = (n + phi) dt``: binary spike
+    trains (``phi = 1``) put each spike at the end of its step, and the sequences written by
+    :func:`times_to_sequence` carry the spike's position within the step, so the conversion
+    keeps the timing (and its gradient: ``dt/dphi = dt``). Values must lie in ``[0, 1]``.
+
+    Args:
+        events: ``[batch, time, neurons]``.
+        dt: step in seconds.
+        max_spikes: slots of the result; None keeps one slot per step. More spikes than
+            slots in any neuron raise an error.
+    """
+    steps = tf.cast(tf.range(tf.shape(events)[1]), events.dtype)[None, :, None]
+    spiking = events > 0
+    never = tf.fill(tf.shape(events), tf.constant(math.inf, events.dtype))
+    times = tf.where(spiking, (steps + events) * dt, never)
+    times = tf.sort(tf.transpose(times, [0, 2, 1]), axis=-1)
+    if max_spikes is None:
+        # as many slots as the busiest neuron needs (at least one)
+        busiest = tf.reduce_max(tf.reduce_sum(tf.cast(spiking, tf.int32), axis=1))
+        return times[..., : tf.maximum(busiest, 1)]
+    counts = tf.reduce_sum(tf.cast(spiking, tf.int32), axis=1)
+    check = tf.debugging.assert_less_equal(
+        tf.reduce_max(tf.concat([counts, tf.zeros([1, tf.shape(counts)[1]], tf.int32)], 0)),
+        max_spikes,
+        message=f"an input neuron spikes more than max_spikes={max_spikes} times",
+    )
+    with tf.control_dependencies([check]):
+        times = tf.identity(times)
+    pad = tf.maximum(max_spikes - tf.shape(times)[-1], 0)
+    times = tf.pad(times, [[0, 0], [0, 0], [0, pad]], constant_values=math.inf)
+    return times[..., :max_spikes]
+
+
+def times_to_sequence(times: tf.Tensor, steps: int, dt: float) -> tf.Tensor:
+    """Event sequence ``[batch, steps, neurons]`` of spike times ``[batch, neurons, slots]``.
+
+    A spike at ``t`` in step ``n`` (``t_n < t <= t_{n+1}``) becomes the value
+    ``phi = t / dt - n`` in ``(0, 1]`` at step ``n`` (the inverse of
+    :func:`sequence_to_times`); spikes past the window and ``+inf`` slots are left out.
+    Differentiable with respect to the spike times.
+    """
+    position = times / dt
+    finite = tf.math.is_finite(times)
+    safe = tf.where(finite, position, tf.zeros_like(position))
+    step = tf.math.ceil(safe) - 1
+    phi = safe - step
+    # a spike exactly at a grid time t_n (phi rounds to 0) belongs to the end of step n - 1
+    at_grid = phi <= 0
+    step = tf.where(at_grid, step - 1, step)
+    phi = tf.where(at_grid, phi + 1, phi)
+    step = tf.cast(step, tf.int32)
+    keep = tf.logical_and(finite, tf.logical_and(step >= 0, step < steps))
+    index = tf.where(keep)  # [spikes, 3]: batch, neuron, slot
+    batch_neuron = index[:, :2]
+    step_of = tf.gather_nd(step, index)
+    scatter_index = tf.stack(
+        [batch_neuron[:, 0], tf.cast(step_of, tf.int64), batch_neuron[:, 1]], axis=1
+    )
+    shape = tf.cast(tf.stack([tf.shape(times)[0], steps, tf.shape(times)[1]]), tf.int64)
+    return tf.scatter_nd(scatter_index, tf.gather_nd(phi, index), shape)
+
+
+# ------------------------------------------------------------------------------------------
+# the rule object for CubaLIF(gradient=...)
+# ------------------------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="keras_spiking")
+class EventProp:
+    """The EventProp gradient rule, for ``keras_spiking.layers.CubaLIF(gradient=...)``.
+
+    ``gradient="eventprop"`` is ``EventProp()`` with these defaults. The arguments are those of
+    :func:`spiking_layer` (and of :class:`keras_spiking.layers.EventPropCubaLIF`): ``max_spikes``
+    buffer slots per neuron, ``on_overflow``, ``interpolate``, the ``min_slope`` denominator
+    clamp, the spike-count regulariser (``count_target``, ``count_strength``) and
+    ``silent_bump``.
+    """
+
+    def __init__(
+        self,
+        max_spikes: int = 8,
+        on_overflow: str = "raise",
+        interpolate: bool = True,
+        min_slope: float | None = None,
+        count_target: float = 0.0,
+        count_strength: float = 0.0,
+        silent_bump: float = 0.0,
+    ):
+        owner = type(self).__name__
+        self.max_spikes = _validation.positive_int("max_spikes", max_spikes, owner)
+        self.on_overflow = _validation.one_of("on_overflow", on_overflow, OVERFLOW_POLICIES, owner)
+        self.interpolate = bool(interpolate)
+        if min_slope is not None:
+            min_slope = _validation.positive_number("min_slope", min_slope, owner)
+        self.min_slope = min_slope
+        for name, value in (
+            ("count_target", count_target),
+            ("count_strength", count_strength),
+            ("silent_bump", silent_bump),
+        ):
+            if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
+                raise ValueError(f"{owner}: `{name}` must be a finite number >= 0, got {value!r}")
+        self.count_target = float(count_target)
+        self.count_strength = float(count_strength)
+        self.silent_bump = float(silent_bump)
+
+    def options(self) -> dict:
+        """The keyword arguments of :func:`spiking_layer` this rule sets."""
+        return self.get_config()
+
+    def get_config(self) -> dict:
+        return {
+            "max_spikes": self.max_spikes,
+            "on_overflow": self.on_overflow,
+            "interpolate": self.interpolate,
+            "min_slope": self.min_slope,
+            "count_target": self.count_target,
+            "count_strength": self.count_strength,
+            "silent_bump": self.silent_bump,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> EventProp:
+        return cls(**config)
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"EventProp({args})"
+
+
+def get_rule(gradient) -> EventProp | None:
+    """The gradient rule named by ``gradient``.
+
+    None for "surrogate" (BPTT with the surrogate), an :class:`EventProp` for "eventprop", an
+    ``EventProp`` instance, or its serialized dict.
+    """
+    if gradient is None or gradient == "surrogate":
+        return None
+    if gradient == "eventprop":
+        return EventProp()
+    if isinstance(gradient, EventProp):
+        return gradient
+    if isinstance(gradient, dict):
+        return keras.saving.deserialize_keras_object(gradient)
+    raise ValueError(
+        "`gradient` must be 'surrogate', 'eventprop', a keras_spiking.eventprop.EventProp or "
+        f"its serialized dict, got {gradient!r}"
+    )

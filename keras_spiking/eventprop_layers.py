@@ -48,10 +48,14 @@ class _EventPropBase(keras.layers.Layer):
         kernel_regularizer=None,
         check_inputs: bool = True,
         use_custom_ops: str | bool = "auto",
+        input_format: str = "times",
         **kwargs,
     ):
         super().__init__(**kwargs)
         owner = type(self).__name__
+        self.input_format = _validation.one_of(
+            "input_format", input_format, ("times", "sequence"), owner
+        )
         self.units = _validation.positive_int("units", units, owner)
         self.steps = _validation.positive_int("steps", steps, owner)
         self.dt = _validation.positive_number("dt", dt, owner)
@@ -90,33 +94,56 @@ class _EventPropBase(keras.layers.Layer):
             steps=self.steps,
         )
 
+    @property
+    def _feature_axis(self) -> int:
+        return 1 if self.input_format == "times" else 2
+
+    def _expected_shape(self) -> str:
+        if self.input_format == "times":
+            return "spike times of shape [batch, inputs, slots]"
+        return "an event sequence of shape [batch, time, inputs]"
+
     def build(self, input_shape):
         input_shape = tuple(input_shape)
-        if len(input_shape) != 3 or input_shape[1] is None:
+        if len(input_shape) != 3 or input_shape[self._feature_axis] is None:
             raise ValueError(
-                f"{type(self).__name__} expects spike times of shape [batch, inputs, slots] "
-                f"with a known number of inputs, got shape {input_shape}"
+                f"{type(self).__name__} expects {self._expected_shape()} with a known number "
+                f"of inputs, got shape {input_shape}"
             )
         self.kernel = self.add_weight(
-            shape=(input_shape[1], self.units),
+            shape=(input_shape[self._feature_axis], self.units),
             initializer=self.kernel_initializer,
             regularizer=self.kernel_regularizer,
             name="kernel",
         )
-        self.input_spec = keras.layers.InputSpec(ndim=3, axes={1: input_shape[1]})
+        axis = self._feature_axis
+        self.input_spec = keras.layers.InputSpec(ndim=3, axes={axis: input_shape[axis]})
         self.built = True
 
-    def _checked(self, times: tf.Tensor) -> tf.Tensor:
-        """``times`` cast to the compute dtype, with clear errors for impossible spike times."""
-        if times.shape.rank != 3:
+    def _checked(self, inputs: tf.Tensor) -> tf.Tensor:
+        """Spike times ``[batch, inputs, slots]`` in the compute dtype.
+
+        Clear errors for impossible inputs; an event sequence (``input_format="sequence"``) is
+        converted with :func:`keras_spiking.eventprop.sequence_to_times`.
+        """
+        if inputs.shape.rank != 3:
             raise ValueError(
-                f"{type(self).__name__} expects spike times of shape [batch, inputs, slots], "
-                f"got shape {tuple(times.shape)}"
+                f"{type(self).__name__} expects {self._expected_shape()}, got shape "
+                f"{tuple(inputs.shape)}"
             )
-        times = tf.cast(times, self.compute_dtype)
+        times = tf.cast(inputs, self.compute_dtype)
+        where = f"{type(self).__name__} ({self.name})"
+        if self.input_format == "sequence":
+            if self.check_inputs:
+                check = tf.debugging.Assert(
+                    tf.reduce_all(tf.logical_and(times >= 0, times <= 1)),
+                    [f"{where}: input events must lie in [0, 1] (no NaN)"],
+                )
+                with tf.control_dependencies([check]):
+                    times = tf.identity(times)
+            times = eventprop.sequence_to_times(times, self.dt)
         if not self.check_inputs:
             return times
-        where = f"{type(self).__name__} ({self.name})"
         # spikes of an upstream layer can land a rounding error past the window's end
         limit = self.window * (1 + 1e-6)
         finite = tf.math.is_finite(times)
@@ -167,6 +194,7 @@ class _EventPropBase(keras.layers.Layer):
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
                 "check_inputs": self.check_inputs,
                 "use_custom_ops": self.use_custom_ops,
+                "input_format": self.input_format,
             }
         )
         return config
@@ -217,10 +245,14 @@ class EventPropCubaLIF(_EventPropBase):
         check_inputs: raise clear errors for NaN, negative, out-of-window or unsorted spike
             times (default True).
         use_custom_ops: "auto", True or False: the C++ kernels or the pure-TF twin.
+        input_format: "times" (default): spike-time tensors; "sequence": ``[batch, time,
+            inputs]`` event sequences, where a value ``phi`` in ``(0, 1]`` at step ``n`` is a
+            spike at ``(n + phi) dt`` (binary spikes sit at the end of their step), as written
+            by ``CubaLIF(gradient="eventprop")``.
 
     Call arguments:
         inputs: ``[batch, inputs, slots]`` spike times in seconds, sorted along the slots,
-            ``+inf`` for none.
+            ``+inf`` for none (or an event sequence, see ``input_format``).
 
     Returns:
         ``[batch, units, max_spikes]`` spike times in seconds, sorted, ``+inf`` for none.
@@ -337,7 +369,7 @@ class EventPropLI(_EventPropBase):
     Args:
         units: number of outputs.
         steps, dt, tau_mem, tau_syn, kernel_initializer, kernel_regularizer, check_inputs,
-            use_custom_ops: as in :class:`EventPropCubaLIF`.
+            use_custom_ops, input_format: as in :class:`EventPropCubaLIF`.
         readout: one of "max" (default), "integral", "last", "sequence".
 
     Returns:

@@ -22,7 +22,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from keras_spiking import cells, ops, scan
+from keras_spiking import cells, eventprop, ops, scan
 
 
 class SpikingSequence(keras.layers.Layer):
@@ -336,12 +336,101 @@ class CubaLIF(SpikingSequence):
         tau_mem: membrane time constant in seconds (default 10 ms), float or per neuron.
         **kwargs: the other options of :class:`LIF`.
 
+        gradient: "surrogate" (default: the model above, BPTT with the surrogate) or
+            "eventprop" / a :class:`keras_spiking.eventprop.EventProp` rule: exact EventProp
+            gradients. EventProp is defined for the continuous-time model
+            ``tau_m dV/dt = -V + I``, ``tau_s dI/dt = -I`` with reset to zero, so with it
+            the layer runs that model (exact exponential updates on the ``dt`` grid, spike
+            times interpolated within the step; see :mod:`keras_spiking.eventprop`) instead of
+            the discrete update above, and needs ``reset="zero"``, scalar time constants, no
+            bias, no trainable time constants, no ``stateful``/``return_state``/
+            ``initial_state`` and a fixed number of steps. Input and output values are
+            events: a value ``phi`` in ``(0, 1]`` at step ``n`` is a spike at
+            ``(n + phi) dt`` (binary spikes sit at the end of their step), which carries the
+            spike timing, and its gradient, from layer to layer.
+
     Returns:
         Spikes ``[batch, time, units]`` (or the last step), then ``I, U`` if ``return_state``.
     """
 
     cell_class = cells.CubaLIFCell
     state_names = ("i", "v")
+
+    def __init__(self, units: int, *, gradient="surrogate", **kwargs):
+        super().__init__(units, **kwargs)
+        self.gradient = eventprop.get_rule(gradient)
+        if self.gradient is not None:
+            self._check_eventprop_options()
+
+    def _check_eventprop_options(self) -> None:
+        cell, owner = self.cell, f"{type(self).__name__}(gradient=EventProp)"
+        problems = []
+        if cell.reset != "zero":
+            problems.append(f"reset='zero' (got {cell.reset!r})")
+        if cell.use_bias:
+            problems.append("use_bias=False")
+        if cell.train_time_constants:
+            problems.append("train_time_constants=False")
+        if isinstance(cell.tau_mem, tuple) or isinstance(cell.tau_syn, tuple):
+            problems.append("scalar tau_mem and tau_syn")
+        if self.stateful or self.return_state:
+            problems.append("stateful=False and return_state=False")
+        if problems:
+            raise ValueError(f"{owner} needs " + ", ".join(problems))
+
+    def call(self, inputs, initial_state=None, training=None):
+        if self.gradient is None:
+            return super().call(inputs, initial_state=initial_state, training=training)
+        return self._eventprop_call(inputs, initial_state, training)
+
+    def _eventprop_call(self, inputs, initial_state, training):
+        where = f"{type(self).__name__} ({self.name}, gradient=EventProp)"
+        if initial_state is not None:
+            raise ValueError(f"{where}: `initial_state` is not supported; the state starts at 0")
+        inputs = tf.cast(inputs, self.compute_dtype)
+        self._check_rank(inputs)
+        steps = inputs.shape[1]
+        if steps is None:
+            raise ValueError(
+                f"{where} needs a fixed number of time steps, got shape {tuple(inputs.shape)}"
+            )
+        if self.check_inputs:
+            check = tf.debugging.Assert(
+                tf.reduce_all(tf.logical_and(inputs >= 0, inputs <= 1)),
+                [f"{where}: input events must lie in [0, 1] (no NaN)"],
+            )
+            with tf.control_dependencies([check]):
+                inputs = tf.identity(inputs)
+        cell = self.cell
+        kin = eventprop.Kinetics(
+            tau_mem=cell.tau_mem,
+            tau_syn=cell.tau_syn,
+            threshold=cell.threshold,
+            dt=cell.dt,
+            steps=int(steps),
+        )
+        kernels = training or tf.executing_eagerly()
+        recurrent = cell.recurrent_kernel
+        times = eventprop.spiking_layer(
+            eventprop.sequence_to_times(inputs, cell.dt),
+            tf.convert_to_tensor(cell.kernel),
+            None if recurrent is None else tf.convert_to_tensor(recurrent),
+            kinetics=kin,
+            name=where,
+            use_custom_ops=self.use_custom_ops if kernels else False,
+            **self.gradient.options(),
+        )
+        outputs = eventprop.times_to_sequence(times, int(steps), cell.dt)
+        return outputs if self.return_sequences else outputs[:, -1]
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["gradient"] = (
+            "surrogate"
+            if self.gradient is None
+            else keras.saving.serialize_keras_object(self.gradient)
+        )
+        return config
 
     def _scan(self, currents, states, kernels: bool = False):
         decays = (self.cell.decay("tau_syn"), self.cell.decay("tau_mem"))

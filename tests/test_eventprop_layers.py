@@ -252,3 +252,135 @@ def test_spike_time_dropout_removes_spikes_only_in_training():
     assert ks.layers.SpikeTimeDropout.from_config(layer.get_config()).rate == 0.2
     with pytest.raises(ValueError, match="rate"):
         ks.layers.SpikeTimeDropout(1.0)
+
+
+# ------------------------------------------------- event sequences and CubaLIF(gradient=...)
+
+
+def test_sequence_and_times_convert_both_ways_with_gradient():
+    x = np.zeros((2, 6, 3))
+    x[0, 1, 0], x[0, 3, 0], x[1, 5, 2], x[1, 0, 1] = 1.0, 0.25, 0.5, 1.0
+    times = ep.sequence_to_times(tf.constant(x), 1e-3)
+    assert times.shape == (2, 3, 2)  # the busiest neuron has 2 spikes
+    np.testing.assert_allclose(times.numpy()[0, 0], [2e-3, 3.25e-3])
+    assert np.isinf(times.numpy()[0, 1]).all()
+    np.testing.assert_allclose(ep.times_to_sequence(times, 6, 1e-3).numpy(), x, atol=1e-12)
+    # a spike exactly on a grid time belongs to the end of the step before it
+    on_grid = ep.times_to_sequence(tf.constant([[[3e-3]]], tf.float64), 6, 1e-3).numpy()
+    assert on_grid[0, 2, 0] == pytest.approx(1.0) and on_grid.sum() == pytest.approx(1.0)
+    with tf.GradientTape() as tape:
+        tape.watch(times)
+        total = tf.reduce_sum(ep.times_to_sequence(times, 6, 1e-3) * 2.0)
+    grad = tape.gradient(total, times).numpy()
+    np.testing.assert_allclose(grad[np.isfinite(times.numpy())], 2.0 / 1e-3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_spikes=1"):
+        ep.sequence_to_times(tf.constant(x), 1e-3, max_spikes=1)
+
+
+def _event_sequences(rng, batch=2, steps=40, inputs=6, density=0.06):
+    x = (rng.uniform(size=(batch, steps, inputs)) < density) * rng.uniform(0.1, 1, (1, 1, 1))
+    return tf.constant(x, tf.float64)
+
+
+def test_cuba_lif_eventprop_equals_the_eventprop_layer(rng):
+    x = _event_sequences(rng)
+    layer = ks.layers.CubaLIF(
+        5, reset="zero", tau_mem=20e-3, gradient="eventprop", recurrent=True, dtype="float64"
+    )
+    out = layer(x)
+    reference = EventPropCubaLIF(
+        5, steps=40, recurrent=True, input_format="sequence", dtype="float64"
+    )
+    reference.build(x.shape)
+    reference.kernel.assign(layer.cell.kernel)
+    reference.recurrent_kernel.assign(layer.cell.recurrent_kernel)
+    expected = ep.times_to_sequence(reference(x), 40, 1e-3)
+    np.testing.assert_array_equal(out.numpy(), expected.numpy())
+    assert out.shape == (2, 40, 5)
+
+
+def test_cuba_lif_eventprop_gradient_matches_finite_differences(rng):
+    """Two layers through event sequences: the spike timing crosses layers as values."""
+    x = _event_sequences(rng, density=0.08)
+    model = keras.Sequential(
+        [
+            keras.Input((40, 6)),
+            ks.layers.CubaLIF(
+                4,
+                reset="zero",
+                tau_mem=20e-3,
+                gradient=ep.EventProp(max_spikes=20),
+                kernel_initializer=keras.initializers.RandomNormal(1.0, 0.7, seed=2),
+                dtype="float64",
+            ),
+            ks.layers.CubaLIF(
+                3,
+                reset="zero",
+                tau_mem=20e-3,
+                gradient=ep.EventProp(max_spikes=20),
+                kernel_initializer=keras.initializers.RandomNormal(0.6, 0.5, seed=3),
+                dtype="float64",
+            ),
+            EventPropLI(2, steps=40, input_format="sequence", readout="max", dtype="float64"),
+        ]
+    )
+    weights = model.layers[0].cell.kernel
+
+    def loss():
+        return tf.reduce_sum(model(x) * tf.constant([[1.0, -0.5]], tf.float64))
+
+    def counts():
+        first = model.layers[0](x)
+        return [int(np.count_nonzero(first)), int(np.count_nonzero(model.layers[1](first)))]
+
+    with tf.GradientTape() as tape:
+        value = loss()
+    grad = tape.gradient(value, weights).numpy()
+    base = counts()
+    assert base[1] > 0
+    original = weights.numpy()
+    fd = np.zeros_like(original)
+    eps = 1e-7
+    for index in np.ndindex(*original.shape):
+        values = []
+        for sign in (1, -1):
+            moved = original.copy()
+            moved[index] += sign * eps
+            weights.assign(moved)
+            assert counts() == base  # no spike appears or disappears
+            values.append(float(loss()))
+        fd[index] = (values[0] - values[1]) / (2 * eps)
+    weights.assign(original)
+    np.testing.assert_allclose(grad, fd, rtol=0, atol=1e-6 * np.abs(fd).max())
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "reset='zero'"),
+        ({"reset": "zero", "use_bias": True}, "use_bias"),
+        ({"reset": "zero", "tau_mem": [0.01, 0.02]}, "scalar"),
+        ({"reset": "zero", "return_state": True}, "return_state"),
+    ],
+)
+def test_cuba_lif_eventprop_rejects_options_it_cannot_honour(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ks.layers.CubaLIF(2, gradient="eventprop", **kwargs)
+
+
+def test_cuba_lif_gradient_config_round_trip(tmp_path):
+    model = keras.Sequential(
+        [
+            keras.Input((20, 4)),
+            ks.layers.CubaLIF(3, reset="zero", gradient=ep.EventProp(max_spikes=5, min_slope=10.0)),
+            ks.layers.CubaLIF(3),
+        ]
+    )
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.layers[0].gradient == ep.EventProp(max_spikes=5, min_slope=10.0)
+    assert loaded.layers[1].gradient is None
+    x = np.random.default_rng(0).uniform(size=(2, 20, 4)).astype("float32") < 0.2
+    np.testing.assert_array_equal(model(x.astype("float32")), loaded(x.astype("float32")))
+    with pytest.raises(ValueError, match="gradient"):
+        ks.layers.CubaLIF(3, gradient="bptt")
