@@ -447,6 +447,7 @@ def spiking_layer(
 
         def grad(g_out):
             g_out = tf.where(spikes.step >= 0, g_out, tf.zeros_like(g_out))
+            g_out = _finite_gradient(g_out, name)
             if count_strength:
                 g_out += _count_gradient(counts, spikes, count_target, count_strength)
             if kernels:
@@ -481,6 +482,17 @@ def spiking_layer(
 
     args = (times_in, kernel) + ((recurrent,) if recurrent is not None else ())
     return layer(*args)
+
+
+def _finite_gradient(g_out, name: str):
+    """``g_out`` with a clear error if the gradient arriving from the loss is NaN or inf."""
+    check = tf.debugging.assert_all_finite(
+        g_out,
+        f"{name}: the gradient reaching this layer is NaN or inf (is the loss NaN? e.g. a "
+        "loss on +inf spike times of silent neurons)",
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(g_out)
 
 
 def _print_warning(message, overflow):
@@ -589,6 +601,7 @@ def readout_layer(
             out, arg = _readout_forward(times, w, kin=kin, readout=readout)
 
         def grad(g_out):
+            g_out = _finite_gradient(g_out, "EventProp readout")
             if kernels:
                 d_times, d_w, _ = ops.eventprop_backward(
                     times, w, kinetics=kin, readout=readout, readout_grad=g_out, argmax=arg

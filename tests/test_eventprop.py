@@ -382,3 +382,14 @@ def test_empty_batch(path):
         tf.zeros([0, 3, 2], tf.float64), tf.ones([3, 4], tf.float64), kinetics=KIN, max_spikes=2
     )
     assert out.shape == (0, 4, 2)
+
+
+def test_nan_loss_gives_a_clear_error(path):
+    times = tf.constant([[[0.0]]], tf.float64)
+    w = tf.constant([[20.0]], tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(w)
+        out = ep.spiking_layer(times, w, kinetics=KIN, max_spikes=10)
+        loss = _finite_sum(out) * np.nan  # a NaN loss
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or inf"):
+        tape.gradient(loss, w)
