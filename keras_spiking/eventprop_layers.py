@@ -10,11 +10,10 @@ Example (Wunderlich & Pehle's Yin-Yang network)::
 
     model = keras.Sequential([
         keras.Input((5, 1)),   # (x, y, 1 - x, 1 - y, bias) spike times, one slot each
-        keras_spiking.layers.EventPropCubaLIF(200, steps=100, max_spikes=4),
-        keras_spiking.layers.EventPropCubaLIF(3, steps=100, max_spikes=1,
-                                              on_overflow="warn"),
+        keras_spiking.layers.EventPropCubaLIF(200, steps=60, max_spikes=8, min_slope=10.0),
+        keras_spiking.layers.EventPropCubaLIF(3, steps=60, max_spikes=8, min_slope=10.0),
     ])
-    model.compile("adam", keras_spiking.losses.FirstSpikeTimeCrossEntropy(),
+    model.compile("adam", keras_spiking.losses.FirstSpikeTimeCrossEntropy(silent_time=0.06),
                   metrics=[keras_spiking.losses.FirstSpikeAccuracy()])
 
 The equations, the grid and the gradient are documented in :mod:`keras_spiking.eventprop`.
