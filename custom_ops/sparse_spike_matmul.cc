@@ -239,109 +239,122 @@ class SparseSpikeMatmulGradWeightsOp : public OpKernel {
     OP_REQUIRES_OK(context,
                    context->allocate_output(0, TensorShape({n_in, n_out}), &output));
     T* dw = output->flat<T>().data();
-    std::fill(dw, dw + n_in * n_out, T(0));
-    if (rows == 0 || n_in == 0 || n_out == 0) return;
+    if (rows == 0 || n_in == 0 || n_out == 0) {
+      std::fill(dw, dw + n_in * n_out, T(0));
+      return;
+    }
     const T* x = spikes.flat<T>().data();
     const T* g = grad.flat<T>().data();
 
-    // Three passes:
-    // 1. per block of rows (in parallel), the active inputs of each row with their values,
-    //    and the block's count of events per input: one sequential read of `spikes`, the only
-    //    pass that touches all rows x n_in entries;
-    // 2. the events regrouped per input (a parallel counting sort: each block writes its
-    //    events to slots reserved for it, so rows stay in order within an input and pass 3
-    //    never goes back to `spikes`, whose random reads would each miss the cache);
-    // 3. per input (in parallel; each owns its row of grad_weights, so no locks), that row
-    //    accumulated in L1 over its active rows of `grad`, four at a time: the forward
-    //    kernel's access pattern with `grad` in the role of the weights.
-    const int64_t num_blocks = std::min<int64_t>(rows, 8 * NumThreads(context));
-    const int64_t rows_per_block = (rows + num_blocks - 1) / num_blocks;
-    struct Events {
-      std::vector<int64_t> input;  // active input k of each event, rows in order
-      std::vector<T> value;        // spikes[r, k]
-      std::vector<int64_t> count;  // events per row of the block
-    };
-    std::vector<Events> blocks(num_blocks);
-    // per block and input: the number of events, then (after the prefix sum) the next slot
-    std::vector<int64_t> slot(num_blocks * n_in, 0);
-    ParallelRange(context, num_blocks, rows_per_block * n_in + 1,
-                  [&, x, n_in, rows, rows_per_block](int64_t begin, int64_t end) {
-                    std::vector<int64_t> scratch(n_in + 16);  // slack for 8-wide stores
-                    for (int64_t block = begin; block < end; ++block) {
-                      Events& events = blocks[block];
-                      int64_t* hist = slot.data() + block * n_in;
-                      const int64_t r0 = block * rows_per_block;
-                      const int64_t r1 = std::min(rows, r0 + rows_per_block);
-                      for (int64_t r = r0; r < r1; ++r) {
-                        const T* xr = x + r * n_in;
-                        const int64_t count = CompactActive(xr, n_in, scratch.data());
-                        events.count.push_back(count);
-                        for (int64_t a = 0; a < count; ++a) {
-                          const int64_t k = scratch[a];
-                          events.input.push_back(k);
-                          events.value.push_back(xr[k]);
-                          ++hist[k];
-                        }
-                      }
-                    }
-                  });
-    std::vector<int64_t> start(n_in + 1, 0);
-    for (int64_t k = 0; k < n_in; ++k) {
-      int64_t offset = start[k];
-      for (int64_t block = 0; block < num_blocks; ++block) {
-        const int64_t count = slot[block * n_in + k];
-        slot[block * n_in + k] = offset;
-        offset += count;
-      }
-      start[k + 1] = offset;
+    // The rows are split into `parts` contiguous ranges, one per thread, each accumulating
+    // into its own copy of grad_weights (part 0 into the output itself), summed at the end.
+    // A part walks its rows in blocks small enough that the block's rows of `grad` stay in
+    // L2 (about 128 KiB) and, per block:
+    // 1. finds the active inputs of each row (one sequential read of the block's `spikes`),
+    //    counting the events per input;
+    // 2. regroups the block's events by input (a counting sort of a few thousand entries that
+    //    stays in L1/L2, rows in order within an input);
+    // 3. per input with events, adds their rows of `grad` (from L2) into that input's row of
+    //    grad_weights (held in L1 over the block), four at a time: the forward kernel's access
+    //    pattern with `grad` in the role of the weights.
+    // An earlier version sorted all events of the whole batch by input first (two extra passes
+    // over every event through memory): the sort cost more than the accumulation itself.
+    const int64_t row_block = std::max<int64_t>(
+        16, std::min<int64_t>(rows, (128 << 10) / std::max<int64_t>(1, n_out * sizeof(T))));
+    int64_t parts = std::min<int64_t>(NumThreads(context), (rows + row_block - 1) / row_block);
+    // each extra part costs a copy of grad_weights: at most 64 MiB of them
+    while (parts > 1 && (parts - 1) * n_in * n_out * static_cast<int64_t>(sizeof(T)) >
+                            (int64_t{64} << 20)) {
+      --parts;
     }
-    std::vector<int64_t> col_rows(start[n_in]);
-    std::vector<T> col_vals(start[n_in]);
-    ParallelRange(context, num_blocks, rows_per_block * 8 + 1,
-                  [&, n_in, rows_per_block](int64_t begin, int64_t end) {
-                    for (int64_t block = begin; block < end; ++block) {
-                      const Events& events = blocks[block];
-                      int64_t* next = slot.data() + block * n_in;
-                      int64_t e = 0;
-                      int64_t r = block * rows_per_block;
-                      for (int64_t count : events.count) {
-                        for (int64_t a = 0; a < count; ++a, ++e) {
-                          const int64_t s = next[events.input[e]]++;
-                          col_rows[s] = r;
-                          col_vals[s] = events.value[e];
-                        }
-                        ++r;
-                      }
+    parts = std::max<int64_t>(parts, 1);
+    Tensor copies;
+    if (parts > 1) {
+      OP_REQUIRES_OK(context,
+                     context->allocate_temp(tensorflow::DataTypeToEnum<T>::value,
+                                            TensorShape({(parts - 1) * n_in * n_out}), &copies));
+    }
+    T* copy_data = parts > 1 ? copies.flat<T>().data() : nullptr;
+    const int64_t rows_per_part = (rows + parts - 1) / parts;
+    auto part_fn = [=](int64_t part) {
+      T* d = part == 0 ? dw : copy_data + (part - 1) * n_in * n_out;
+      std::fill(d, d + n_in * n_out, T(0));
+      const int64_t r_begin = part * rows_per_part;
+      const int64_t r_end = std::min(rows, r_begin + rows_per_part);
+      std::vector<int64_t> inputs;           // the block's events: active input per event
+      std::vector<int64_t> row_count(row_block);  // events per row of the block
+      std::vector<int64_t> count(n_in);           // events per input, then the next slot
+      std::vector<int32_t> event_row;             // regrouped: row in the block, by input
+      std::vector<T> event_value;                 // spikes[r, k] of each regrouped event
+      inputs.resize(row_block * std::min<int64_t>(n_in, n_in / 8 + 16) + n_in + 16);
+      for (int64_t b0 = r_begin; b0 < r_end; b0 += row_block) {
+        const int64_t b1 = std::min(r_end, b0 + row_block);
+        std::fill(count.begin(), count.end(), 0);
+        int64_t events = 0;
+        for (int64_t r = b0; r < b1; ++r) {
+          if (static_cast<int64_t>(inputs.size()) < events + n_in + 16) {
+            inputs.resize(2 * (events + n_in + 16));  // slack for 8-wide stores
+          }
+          const int64_t c = CompactActive(x + r * n_in, n_in, inputs.data() + events);
+          for (int64_t a = events; a < events + c; ++a) ++count[inputs[a]];
+          row_count[r - b0] = c;
+          events += c;
+        }
+        if (events == 0) continue;
+        if (static_cast<int64_t>(event_row.size()) < events) {
+          event_row.resize(events);
+          event_value.resize(events);
+        }
+        int64_t offset = 0;
+        for (int64_t k = 0; k < n_in; ++k) {
+          const int64_t c = count[k];
+          count[k] = offset;
+          offset += c;
+        }
+        for (int64_t r = b0, e = 0; r < b1; ++r) {
+          const T* xr = x + r * n_in;
+          for (const int64_t stop = e + row_count[r - b0]; e < stop; ++e) {
+            const int64_t k = inputs[e];
+            const int64_t slot = count[k]++;
+            event_row[slot] = static_cast<int32_t>(r - b0);
+            event_value[slot] = xr[k];
+          }
+        }
+        // count[k] is now the end of input k's events (the start of input k + 1's)
+        const T* gb = g + b0 * n_out;
+        const int32_t* er = event_row.data();
+        const T* ev = event_value.data();
+        int64_t a = 0;
+        for (int64_t k = 0; k < n_in; ++k) {
+          const int64_t stop = count[k];
+          if (a == stop) continue;
+          T* o = d + k * n_out;
+          for (; a + 4 <= stop; a += 4) {
+            Axpy4(o, gb + er[a] * n_out, gb + er[a + 1] * n_out, gb + er[a + 2] * n_out,
+                  gb + er[a + 3] * n_out, ev[a], ev[a + 1], ev[a + 2], ev[a + 3], n_out);
+          }
+          for (; a < stop; ++a) Axpy(o, gb + er[a] * n_out, ev[a], n_out);
+        }
+      }
+    };
+    if (parts == 1) {
+      part_fn(0);
+      return;
+    }
+    ParallelRange(context, parts, rows_per_part * (n_in + n_in * n_out / 10) + 1,
+                  [&part_fn](int64_t begin, int64_t end) {
+                    for (int64_t part = begin; part < end; ++part) part_fn(part);
+                  });
+    // sum the copies into the output, in part order, a slice of inputs per thread
+    ParallelRange(context, n_in, parts * n_out + 1,
+                  [=](int64_t begin, int64_t end) {
+                    for (int64_t part = 1; part < parts; ++part) {
+                      const T* src = copy_data + (part - 1) * n_in * n_out;
+                      T* __restrict out = dw + begin * n_out;
+                      const T* __restrict in = src + begin * n_out;
+                      for (int64_t i = 0; i < (end - begin) * n_out; ++i) out[i] += in[i];
                     }
                   });
-    // Pass 3 walks `grad` in blocks of rows small enough to stay in L2 (about 256 KiB), so
-    // the active rows of every input in a block are read from cache, not from memory.
-    const int64_t row_block =
-        std::max<int64_t>(16, (256 << 10) / std::max<int64_t>(1, n_out * sizeof(T)));
-    const int64_t mean_events = start[n_in] / n_in + 1;
-    ParallelRange(context, n_in, mean_events * n_out + 1,
-                  [g, dw, rows, n_out, row_block, &start, &col_rows, &col_vals](int64_t begin,
-                                                                                int64_t end) {
-      std::vector<int64_t> cursor(start.begin() + begin, start.begin() + end);
-      for (int64_t r_end = row_block;; r_end += row_block) {
-        for (int64_t k = begin; k < end; ++k) {
-          T* o = dw + k * n_out;
-          int64_t a = cursor[k - begin];
-          const int64_t stop = start[k + 1];
-          for (; a + 4 <= stop && col_rows[a + 3] < r_end; a += 4) {
-            const int64_t r0 = col_rows[a], r1 = col_rows[a + 1], r2 = col_rows[a + 2],
-                          r3 = col_rows[a + 3];
-            Axpy4(o, g + r0 * n_out, g + r1 * n_out, g + r2 * n_out, g + r3 * n_out,
-                  col_vals[a], col_vals[a + 1], col_vals[a + 2], col_vals[a + 3], n_out);
-          }
-          for (; a < stop && col_rows[a] < r_end; ++a) {
-            Axpy(o, g + col_rows[a] * n_out, col_vals[a], n_out);
-          }
-          cursor[k - begin] = a;
-        }
-        if (r_end >= rows) break;
-      }
-    });
   }
 };
 

@@ -78,6 +78,34 @@ def test_sparse_matmul_graded_values_and_leading_axes(lib, rng):
     )
 
 
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize(
+    "rows, n_in, n_out, density",
+    [
+        (700, 37, 600, 0.3),  # wide grad rows: blocks of ~50 rows, several per thread
+        (5000, 256, 20, 0.03),  # a narrow readout: two blocks of rows per thread
+        (3, 50, 1000, 0.5),  # fewer rows than a block: one part
+        (257, 19, 300, 1.0),  # every input active
+    ],
+)
+def test_weight_gradient_kernel_over_row_blocks_and_parts(
+    lib, rng, dtype, rows, n_in, n_out, density
+):
+    """The weight-gradient kernel splits the rows into per-thread parts, each walked in blocks
+    of rows with its own copy of the result; graded values, input counts that are not a
+    multiple of the SIMD width, and blocks of every size must all give spikes^T @ grad."""
+    values = (rng.random((rows, n_in)) < density) * rng.normal(1.0, 0.5, (rows, n_in))
+    grad = rng.normal(size=(rows, n_out))
+    got = lib.keras_spiking_sparse_spike_matmul_grad_weights(
+        tf.constant(values, dtype), tf.constant(grad, dtype)
+    )
+    want = values.T @ grad
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(
+        got, want, rtol=0, atol=scale * (1e-5 if dtype == tf.float32 else 1e-12)
+    )
+
+
 def test_sparse_matmul_gradients_equal_finite_differences(lib, rng):
     x = tf.constant((rng.random((6, 8)) < 0.4) * rng.normal(size=(6, 8)), tf.float64)
     w = tf.constant(rng.normal(size=(8, 5)), tf.float64)
