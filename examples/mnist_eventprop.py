@@ -4,10 +4,11 @@ The setup of Wunderlich & Pehle (2021): each pixel spikes once, at ``20 ms * (1 
 (``keras_spiking.encoders.latency_times``), with input dropout 0.2 (``SpikeTimeDropout``);
 350 current-based LIF neurons (tau_mem 20 ms, tau_syn 5 ms, threshold 1, reset to 0) feed 10
 non-spiking leaky integrators, and the class score is each integrator's maximum voltage over
-the window (loss ``-log softmax(max_t V)[label]``; ``--readout integral`` uses the
-integrated-voltage loss of Nowotny et al. 2022 instead). Simulated on a grid of ``--dt`` with
-exact exponential updates and interpolated spike times; the gradient is the adjoint of that
-simulation (``keras_spiking.eventprop``).
+the window (the paper's loss ``-log softmax(max_t V)[label]``, ``--readout max``), or by
+default the integrated-voltage loss of Nowotny et al. 2022 (``--readout integral``), which
+did better on the validation split (98.54 % vs 98.08 % after 15 epochs, seed 0). Simulated on
+a grid of ``--dt`` with exact exponential updates and interpolated spike times; the gradient
+is the adjoint of that simulation (``keras_spiking.eventprop``).
 
 Data: ``--data DIR`` (the four IDX files), else ``KERAS_SPIKING_DATA``, else
 ``../shared/data/mnist`` when it exists, else tensorflow-datasets (which downloads).
@@ -49,10 +50,11 @@ def build_model(args) -> keras.Model:
             ks.layers.EventPropCubaLIF(
                 args.hidden,
                 max_spikes=args.max_spikes,
-                # a rare burst past the buffer is reported, not fatal, in a long run
-                on_overflow="warn",
+                # with max_spikes >= steps no neuron can overflow (one spike per step at most);
+                # a smaller buffer saves memory but drops spikes from the gradient ("warn")
+                on_overflow="warn" if args.max_spikes < args.steps else "raise",
                 kernel_initializer=keras.initializers.RandomNormal(args.w1_mean, args.w1_std),
-                min_slope=args.min_slope,
+                min_slope=args.min_slope or None,
                 name="hidden",
                 **common,
             ),
@@ -70,20 +72,20 @@ def build_model(args) -> keras.Model:
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="folder with the MNIST IDX files")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--hidden", type=int, default=350)
     parser.add_argument("--dt", type=float, default=1e-3, help="grid step, seconds")
     parser.add_argument("--steps", type=int, default=40, help="window = steps * dt")
-    parser.add_argument("--max-spikes", type=int, default=16)
-    parser.add_argument("--readout", choices=["max", "integral"], default="max")
+    parser.add_argument("--max-spikes", type=int, default=40, help="40 = steps: no overflow")
+    parser.add_argument("--readout", choices=["max", "integral"], default="integral")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--lr-decay", type=float, default=0.95, help="per epoch")
     parser.add_argument("--input-dropout", type=float, default=0.2)
     parser.add_argument("--w1-mean", type=float, default=0.0)
-    parser.add_argument("--w1-std", type=float, default=0.25)
+    parser.add_argument("--w1-std", type=float, default=0.4)
     parser.add_argument("--w2-std", type=float, default=0.5)
-    parser.add_argument("--min-slope", type=float, default=None)
+    parser.add_argument("--min-slope", type=float, default=10.0, help="1/s; 0 = exact")
     parser.add_argument("--limit", type=int, default=None, help="use the first N train images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=2)
