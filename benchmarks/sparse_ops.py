@@ -13,11 +13,12 @@ One training step (forward, surrogate-gradient BPTT, Adam) of the network of
 the ``tf.function`` + ``GradientTape`` step and the snnTorch and Norse networks (with the same
 initial weights) all come from ``train_step.py``. Rows per activity:
 
-* **custom ops**: both layers with ``use_custom_ops=True``: the event kernel
-  ``SparseSpikeMatmul`` for the synaptic input and its weight gradient (the layer picks the
-  dense matmul instead when it samples an input density above ``ops.DENSITY_CUTOFF``), the
-  fused C++ LIF scan and its BPTT kernel; the LI readout keeps its XLA scan (there is no LI
-  kernel). The reference of the ratios.
+* **custom ops**: both layers with ``use_custom_ops=True``: the hidden layer's event-driven
+  input fused into its LIF scan (``SparseLifScan``; the layer picks the dense matmul and the
+  ``LifScan`` kernel instead when it samples an input density above ``ops.DENSITY_CUTOFF``),
+  the LIF BPTT kernel and the event weight gradient; the LI readout's input by the event
+  kernel (below ``ops.NARROW_DENSITY_CUTOFF``) and its scan by the LI kernel. The reference
+  of the ratios.
 * **pure TF**: the same model with ``use_custom_ops=False``: dense matmuls and the XLA scans.
 * **snnTorch**, **Norse**: the peers of ``train_step.py``, when importable.
 

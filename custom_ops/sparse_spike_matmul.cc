@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #ifdef __AVX512F__
@@ -101,6 +102,38 @@ REGISTER_OP("KerasSpiking>SparseLifStep")
     .Doc("One streaming LIF step with event-driven input: u = beta v + spikes @ weights, "
          "S = H(u - theta), v' = reset(u). Inference only (no gradient).");
 
+REGISTER_OP("KerasSpiking>SparseLifScan")
+    .Input("spikes: T")
+    .Input("weights: T")
+    .Input("v0: T")
+    .Input("beta: T")
+    .Input("threshold: T")
+    .Output("spikes_out: T")
+    .Output("membrane: T")
+    .Output("v_last: T")
+    .Attr("reset: {'subtract', 'zero'} = 'subtract'")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle spikes, weights, v0, beta, threshold;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &spikes));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &weights));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &v0));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &beta));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 0, &threshold));
+      DimensionHandle batch, units, unused;
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(spikes, 2), c->Dim(weights, 0), &unused));
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(spikes, 0), c->Dim(v0, 0), &batch));
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(weights, 1), c->Dim(v0, 1), &units));
+      TF_RETURN_IF_ERROR(c->Merge(units, c->Dim(beta, 0), &units));
+      ShapeHandle seq = c->MakeShape({batch, c->Dim(spikes, 1), units});
+      c->set_output(0, seq);
+      c->set_output(1, seq);
+      c->set_output(2, c->Matrix(batch, units));
+      return Status();
+    })
+    .Doc("LifScan of the event-driven input current spikes @ weights in one pass: the outputs "
+         "of LifScan(SparseSpikeMatmul(spikes, weights), ...) without the currents tensor.");
+
 namespace {
 
 // o[j] += sum_m c[m] * w[m][j] for 4 weight rows at once (one pass over o per 4 inputs).
@@ -116,6 +149,79 @@ inline void Axpy4(T* __restrict o, const T* __restrict w0, const T* __restrict w
 template <typename T>
 inline void Axpy(T* __restrict o, const T* __restrict w, T c, int64_t n) {
   for (int64_t j = 0; j < n; ++j) o[j] += c * w[j];
+}
+
+// o[0:n) += sum over the events a < count of value(a) * row(a)[0:n): the inner loop of every
+// event kernel (row(a) is a weight row in the forward pass, a row of `grad` in the weight
+// gradient). Wide rows go four events per pass over o, which stays in L1.
+template <typename T, typename RowFn, typename ValueFn>
+inline void AddEventsGeneric(T* __restrict o, int64_t n, int64_t count, RowFn row,
+                             ValueFn value) {
+  int64_t a = 0;
+  for (; a + 4 <= count; a += 4) {
+    Axpy4(o, row(a), row(a + 1), row(a + 2), row(a + 3), value(a), value(a + 1), value(a + 2),
+          value(a + 3), n);
+  }
+  for (; a < count; ++a) Axpy(o, row(a), value(a), n);
+}
+
+#ifdef __AVX512F__
+// Narrow rows (at most kVectors x 16 floats, e.g. a 10-20 unit readout): o stays in registers
+// over all events, masked loads for the tail, two accumulator sets so that consecutive events
+// do not wait on each other's FMA. The compiler's loops spend most of an event on the
+// remainder of a 20-float row otherwise.
+template <int kVectors, typename RowFn, typename ValueFn>
+inline void AddEventsNarrow(float* __restrict o, int64_t n, int64_t count, RowFn row,
+                            ValueFn value) {
+  __mmask16 mask[kVectors];
+  __m512 even[kVectors], odd[kVectors];
+  for (int i = 0; i < kVectors; ++i) {
+    const int64_t rest = n - 16 * i;
+    mask[i] = rest >= 16 ? static_cast<__mmask16>(0xFFFF)
+                         : static_cast<__mmask16>((1u << rest) - 1);
+    even[i] = _mm512_maskz_loadu_ps(mask[i], o + 16 * i);
+    odd[i] = _mm512_setzero_ps();
+  }
+  int64_t a = 0;
+  for (; a + 2 <= count; a += 2) {
+    const float* w0 = row(a);
+    const float* w1 = row(a + 1);
+    const __m512 c0 = _mm512_set1_ps(value(a));
+    const __m512 c1 = _mm512_set1_ps(value(a + 1));
+    for (int i = 0; i < kVectors; ++i) {
+      even[i] = _mm512_fmadd_ps(c0, _mm512_maskz_loadu_ps(mask[i], w0 + 16 * i), even[i]);
+      odd[i] = _mm512_fmadd_ps(c1, _mm512_maskz_loadu_ps(mask[i], w1 + 16 * i), odd[i]);
+    }
+  }
+  if (a < count) {
+    const float* w0 = row(a);
+    const __m512 c0 = _mm512_set1_ps(value(a));
+    for (int i = 0; i < kVectors; ++i) {
+      even[i] = _mm512_fmadd_ps(c0, _mm512_maskz_loadu_ps(mask[i], w0 + 16 * i), even[i]);
+    }
+  }
+  for (int i = 0; i < kVectors; ++i) {
+    _mm512_mask_storeu_ps(o + 16 * i, mask[i], _mm512_add_ps(even[i], odd[i]));
+  }
+}
+#endif
+
+template <typename T, typename RowFn, typename ValueFn>
+inline void AddEvents(T* __restrict o, int64_t n, int64_t count, RowFn row, ValueFn value) {
+#ifdef __AVX512F__
+  if constexpr (std::is_same_v<T, float>) {
+    if (count > 0 && n <= 64) {
+      switch ((n + 15) / 16) {
+        case 1: return AddEventsNarrow<1>(o, n, count, row, value);
+        case 2: return AddEventsNarrow<2>(o, n, count, row, value);
+        case 3: return AddEventsNarrow<3>(o, n, count, row, value);
+        case 4: return AddEventsNarrow<4>(o, n, count, row, value);
+        default: break;
+      }
+    }
+  }
+#endif
+  AddEventsGeneric(o, n, count, row, value);
 }
 
 // Writes the indices k of the nonzero x[k] to `active` (room for n + 16 entries) and returns
@@ -203,14 +309,10 @@ class SparseSpikeMatmulOp : public OpKernel {
         T* o = out + r * n_out;
         std::fill(o, o + n_out, T(0));
         const int64_t count = CompactActive(xr, n_in, active.data());
-        int64_t a = 0;
-        for (; a + 4 <= count; a += 4) {
-          const int64_t k0 = active[a], k1 = active[a + 1], k2 = active[a + 2],
-                        k3 = active[a + 3];
-          Axpy4(o, w + k0 * n_out, w + k1 * n_out, w + k2 * n_out, w + k3 * n_out, xr[k0],
-                xr[k1], xr[k2], xr[k3], n_out);
-        }
-        for (; a < count; ++a) Axpy(o, w + active[a] * n_out, xr[active[a]], n_out);
+        const int64_t* act = active.data();
+        AddEvents(
+            o, n_out, count, [=](int64_t a) { return w + act[a] * n_out; },
+            [=](int64_t a) { return xr[act[a]]; });
       }
     };
     // cost of a row: the scan for active inputs plus, at a typical 10 % activity, the updates
@@ -328,12 +430,12 @@ class SparseSpikeMatmulGradWeightsOp : public OpKernel {
         for (int64_t k = 0; k < n_in; ++k) {
           const int64_t stop = count[k];
           if (a == stop) continue;
-          T* o = d + k * n_out;
-          for (; a + 4 <= stop; a += 4) {
-            Axpy4(o, gb + er[a] * n_out, gb + er[a + 1] * n_out, gb + er[a + 2] * n_out,
-                  gb + er[a + 3] * n_out, ev[a], ev[a + 1], ev[a + 2], ev[a + 3], n_out);
-          }
-          for (; a < stop; ++a) Axpy(o, gb + er[a] * n_out, ev[a], n_out);
+          const int32_t* rk = er + a;
+          const T* vk = ev + a;
+          AddEvents(
+              d + k * n_out, n_out, stop - a, [=](int64_t e) { return gb + rk[e] * n_out; },
+              [=](int64_t e) { return vk[e]; });
+          a = stop;
         }
       }
     };
@@ -413,14 +515,10 @@ class SparseLifStepOp : public OpKernel {
         T* u = v_out + b * n;  // the input current accumulates in place of v'
         std::fill(u, u + n, T(0));
         const int64_t count = CompactActive(xb, n_in, active.data());
-        int64_t a = 0;
-        for (; a + 4 <= count; a += 4) {
-          const int64_t k0 = active[a], k1 = active[a + 1], k2 = active[a + 2],
-                        k3 = active[a + 3];
-          Axpy4(u, w + k0 * n, w + k1 * n, w + k2 * n, w + k3 * n, xb[k0], xb[k1], xb[k2],
-                xb[k3], n);
-        }
-        for (; a < count; ++a) Axpy(u, w + active[a] * n, xb[active[a]], n);
+        const int64_t* act = active.data();
+        AddEvents(
+            u, n, count, [=](int64_t a) { return w + act[a] * n; },
+            [=](int64_t a) { return xb[act[a]]; });
         const T* vb = v + b * n;
         T* sb = s_out + b * n;
         for (int64_t j = 0; j < n; ++j) {
@@ -442,6 +540,98 @@ class SparseLifStepOp : public OpKernel {
   bool reset_zero_ = false;
 };
 
+// The LIF scan fed by its event-driven input, fused (training forward pass):
+//   u[t] = beta * v[t-1] + sum over active k of spikes[b, t, k] * weights[k, :];
+//   S[t] = H(u[t] - theta);  v[t] = u[t] - theta S[t] (subtract) or u[t] (1 - S[t]) (zero).
+// Each step's input current accumulates in the row of `membrane` that u[t] then overwrites,
+// so the [batch, T, n] currents are never written to memory and read back. The sums are
+// SparseSpikeMatmul's and the update LifScan's, in the same order: the outputs equal the two
+// ops in sequence. The gradient is LifScanGrad, then SparseSpikeMatmulGradWeights
+// (keras_spiking/ops.py).
+template <typename T>
+class SparseLifScanOp : public OpKernel {
+ public:
+  explicit SparseLifScanOp(OpKernelConstruction* context) : OpKernel(context) {
+    std::string reset;
+    OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
+    reset_zero_ = reset == "zero";
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const char* op = "SparseLifScan";
+    const Tensor& spikes = context->input(0);
+    const Tensor& weights = context->input(1);
+    const Tensor& v0_t = context->input(2);
+    const Tensor& beta_t = context->input(3);
+    const Tensor& threshold = context->input(4);
+    OP_REQUIRES(context, spikes.dims() == 3,
+                errors::InvalidArgument(op, ": `spikes` must have rank 3, got shape ",
+                                        spikes.shape().DebugString()));
+    OP_REQUIRES_OK(context, CheckMatrix(weights, op, "weights"));
+    OP_REQUIRES_OK(context, CheckMatrix(v0_t, op, "v0"));
+    const int64_t batch = spikes.dim_size(0), steps = spikes.dim_size(1),
+                  n_in = spikes.dim_size(2);
+    const int64_t n = weights.dim_size(1);
+    OP_REQUIRES(context, weights.dim_size(0) == n_in,
+                errors::InvalidArgument(op, ": spikes has ", n_in, " inputs but weights has ",
+                                        weights.dim_size(0), " rows; they must match"));
+    OP_REQUIRES(context, v0_t.dim_size(0) == batch && v0_t.dim_size(1) == n,
+                errors::InvalidArgument(op, ": v0 must have shape [", batch, ", ", n, "], got ",
+                                        v0_t.shape().DebugString()));
+    OP_REQUIRES(context, beta_t.dims() == 1 && beta_t.dim_size(0) == n,
+                errors::InvalidArgument(op, ": beta must have shape [", n, "], got ",
+                                        beta_t.shape().DebugString()));
+    OP_REQUIRES(context, threshold.dims() == 0,
+                errors::InvalidArgument(op, ": threshold must be a scalar (rank 0), got shape ",
+                                        threshold.shape().DebugString()));
+    Tensor *s_out_t, *u_out_t, *v_out_t;
+    const TensorShape seq({batch, steps, n});
+    OP_REQUIRES_OK(context, context->allocate_output(0, seq, &s_out_t));
+    OP_REQUIRES_OK(context, context->allocate_output(1, seq, &u_out_t));
+    OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({batch, n}), &v_out_t));
+    if (batch == 0 || n == 0) return;
+    const T* x = spikes.flat<T>().data();
+    const T* w = weights.flat<T>().data();
+    const T* v0 = v0_t.flat<T>().data();
+    const T* beta = beta_t.flat<T>().data();
+    const T theta = threshold.scalar<T>()();
+    T* s_out = s_out_t->flat<T>().data();
+    T* u_out = u_out_t->flat<T>().data();
+    T* v_out = v_out_t->flat<T>().data();
+    const bool reset_zero = reset_zero_;
+    auto rows_fn = [=](int64_t begin, int64_t end) {
+      std::vector<int64_t> active(n_in + 16);  // slack for 8-wide stores
+      for (int64_t b = begin; b < end; ++b) {
+        T* __restrict v = v_out + b * n;
+        std::copy(v0 + b * n, v0 + (b + 1) * n, v);
+        for (int64_t t = 0; t < steps; ++t) {
+          const int64_t row = b * steps + t;
+          const T* xr = x + row * n_in;
+          T* __restrict u = u_out + row * n;
+          T* __restrict st = s_out + row * n;
+          std::fill(u, u + n, T(0));
+          const int64_t count = CompactActive(xr, n_in, active.data());
+          const int64_t* act = active.data();
+          AddEvents(
+              u, n, count, [=](int64_t a) { return w + act[a] * n; },
+              [=](int64_t a) { return xr[act[a]]; });
+          for (int64_t j = 0; j < n; ++j) {
+            const T uj = beta[j] * v[j] + u[j];
+            const T s = uj > theta ? T(1) : T(0);
+            u[j] = uj;
+            st[j] = s;
+            v[j] = reset_zero ? uj * (T(1) - s) : uj - theta * s;
+          }
+        }
+      }
+    };
+    ParallelRange(context, batch, steps * (n_in + n_in * n / 10 + 6 * n) + 1, rows_fn);
+  }
+
+ private:
+  bool reset_zero_ = false;
+};
+
 #define REGISTER_KERNELS(T)                                                    \
   REGISTER_KERNEL_BUILDER(Name("KerasSpiking>SparseSpikeMatmul")              \
                               .Device(DEVICE_CPU)                              \
@@ -454,7 +644,11 @@ class SparseLifStepOp : public OpKernel {
   REGISTER_KERNEL_BUILDER(Name("KerasSpiking>SparseLifStep")                  \
                               .Device(DEVICE_CPU)                              \
                               .TypeConstraint<T>("T"),                         \
-                          SparseLifStepOp<T>);
+                          SparseLifStepOp<T>);                                 \
+  REGISTER_KERNEL_BUILDER(Name("KerasSpiking>SparseLifScan")                  \
+                              .Device(DEVICE_CPU)                              \
+                              .TypeConstraint<T>("T"),                         \
+                          SparseLifScanOp<T>);
 
 REGISTER_KERNELS(float);
 REGISTER_KERNELS(double);

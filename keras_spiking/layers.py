@@ -187,12 +187,16 @@ class SpikingSequence(keras.layers.Layer):
         inputs = tf.cast(inputs, self.compute_dtype)
         self._check_rank(inputs)
         kernels = self._kernels_active(inputs, training)
-        # [batch, time, units], one matmul (the event kernel when the kernels are on)
-        currents = self.cell.input_current(inputs, ops.synaptic_input if kernels else None)
         states = self._initial_states(inputs, initial_state)
-        outputs, final_states = self._scan(
-            currents, states, kernels=kernels and self._fused_scan_supported()
-        )
+        fused = self._input_scan(inputs, states) if kernels else None
+        if fused is not None:
+            outputs, final_states = fused
+        else:
+            # [batch, time, units], one matmul (the event kernel when the kernels are on)
+            currents = self.cell.input_current(inputs, ops.synaptic_input if kernels else None)
+            outputs, final_states = self._scan(
+                currents, states, kernels=kernels and self._fused_scan_supported()
+            )
         if self.check_inputs:
             outputs, final_states = self._check_finite(outputs, final_states)
         if self.stateful:
@@ -210,6 +214,13 @@ class SpikingSequence(keras.layers.Layer):
         ``kernels``: by the fused C++ scan (only passed when it is supported), else the TF scan.
         """
         raise NotImplementedError
+
+    def _input_scan(self, inputs, states):
+        """The synaptic input and the scan in one C++ kernel, as ``(outputs, states)``.
+
+        None where this layer has no such kernel: then the input current, then ``_scan``.
+        """
+        return None
 
     def _spike_options(self) -> dict[str, Any]:
         """The spiking cell's options shared by its TF and C++ scans."""
@@ -298,6 +309,21 @@ class LIF(SpikingSequence):
 
     cell_class = cells.LIFCell
     state_names = ("v", "s")
+
+    def _input_scan(self, inputs, states):
+        # the event-driven input fused into the LIF scan: no bias, no recurrent weights, a
+        # kernel surrogate (the fused scan's conditions)
+        if self.cell.bias is not None or not self._fused_scan_supported():
+            return None
+        spikes, v, s = ops.lif_scan_with_input(
+            inputs,
+            self.cell.kernel,
+            states[0],
+            states[1],
+            self.cell.decay("tau_mem"),
+            **self._spike_options(),
+        )
+        return spikes, [v, s]
 
     def _scan(self, currents, states, kernels: bool = False):
         beta = self.cell.decay("tau_mem")

@@ -9,6 +9,9 @@ Two kinds of kernels accelerate the spiking layers on a CPU (sources in ``custom
   equals ``tf.matmul`` for any input (zeros are skipped; the one difference is that a NaN or
   inf weight does not reach outputs whose input for it is zero). The input gradient
   ``g W^T`` is dense and uses ``tf.matmul``.
+* :func:`lif_scan_with_input` runs both in one kernel for a LIF layer without bias or
+  recurrent weights: each step's input current is summed from the active inputs and fed to the
+  LIF update at once, so the ``[batch, T, n]`` currents never go through memory.
 * :func:`lif_scan`, :func:`cuba_lif_scan` and :func:`li_scan` run a whole ``[batch, T, n]``
   sequence of (non-recurrent) LIF, current-based LIF or leaky-integrator neurons in one op,
   and the surrogate-gradient BPTT backward in another, with the semantics of
@@ -65,10 +68,16 @@ KERNEL_DTYPES = (tf.float32, tf.float64)
 # the CPUs measured (benchmarks/sparse_ops.py: break-even near 15-20 % for both the forward
 # pass and the weight gradient); `synaptic_input` picks the path per call from a sample.
 DENSITY_CUTOFF = 0.15
-# Narrow layers (e.g. a 10-class readout) gain nothing: per active input the kernel does only
-# n_out multiply-adds, less than the cost of finding the active inputs, while the dense matmul
-# runs at full SIMD width. Below this many outputs the dense matmul is always used.
-MIN_EVENT_OUTPUTS = 64
+# Narrow layers (e.g. a 10-20 class readout on hidden spikes): per active input the kernel
+# does only n_out multiply-adds, while finding the active inputs costs the same as for a wide
+# layer, so the event kernel wins only at lower densities. Layers with fewer than
+# NARROW_OUTPUTS outputs take it below NARROW_DENSITY_CUTOFF; below MIN_EVENT_OUTPUTS outputs
+# the dense matmul is always used. Measured for [6400, 256] spikes -> 20 outputs (CPU time,
+# one thread): event forward + weight gradient 1.5 ms against 2.2 ms dense at 2.4 % (the
+# hidden spikes of benchmarks/train_step.py), about even at 5 %; 10 outputs lose at 5 %.
+MIN_EVENT_OUTPUTS = 16
+NARROW_OUTPUTS = 64
+NARROW_DENSITY_CUTOFF = 0.04
 _DENSITY_SAMPLE_ROWS = 64
 
 _lock = threading.Lock()
@@ -316,20 +325,30 @@ def input_density(inputs: tf.Tensor) -> tf.Tensor:
     return nonzero / tf.cast(tf.maximum(tf.size(sample), 1), tf.float32)
 
 
+def density_cutoff(n_out: int | None) -> float:
+    """Input density below which :func:`synaptic_input` takes the event kernel (0: never)."""
+    if n_out is None or n_out >= NARROW_OUTPUTS:
+        return DENSITY_CUTOFF
+    if n_out < MIN_EVENT_OUTPUTS:
+        return 0.0
+    return NARROW_DENSITY_CUTOFF
+
+
 def synaptic_input(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     """``inputs @ kernel`` by the event kernel when the inputs are sparse, else ``tf.matmul``.
 
     Both branches compute the same product; the choice (at least :data:`MIN_EVENT_OUTPUTS`
-    outputs and a sampled density below :data:`DENSITY_CUTOFF`) only affects speed.
+    outputs and a sampled density below :func:`density_cutoff`) only affects speed.
     """
     kernel = tf.cast(kernel, inputs.dtype)
-    if kernel.shape[-1] is not None and kernel.shape[-1] < MIN_EVENT_OUTPUTS:
+    cutoff = density_cutoff(kernel.shape[-1])
+    if cutoff <= 0:
         return sparse_spike_matmul_reference(inputs, kernel)
     lib = load()
 
     @tf.custom_gradient
     def product(flat, kernel):
-        use_events = input_density(flat) < DENSITY_CUTOFF
+        use_events = input_density(flat) < cutoff
         out = tf.cond(
             use_events,
             lambda: lib.keras_spiking_sparse_spike_matmul(flat, kernel),
@@ -418,6 +437,107 @@ def lif_scan(
         return (spikes, v_last), grad
 
     spikes, v_last = scan(currents, v0, beta)
+    return spikes, v_last, _last_spikes(spikes, s0)
+
+
+def lif_scan_with_input(
+    inputs,
+    kernel,
+    v0,
+    s0,
+    beta,
+    *,
+    threshold: float,
+    surrogate: Surrogate,
+    reset: str = "subtract",
+    detach_reset: bool = True,
+    decay_grad: bool = True,
+):
+    """:func:`lif_scan` of the synaptic input ``inputs @ kernel``, fused where it is sparse.
+
+    Below the density cutoff of :func:`synaptic_input` one kernel computes each step's input
+    current from the active inputs and runs the LIF update on it (the ``[batch, T, n]``
+    currents never go through memory); above it, ``tf.matmul`` and the LIF scan kernel. The
+    gradient is the LIF BPTT kernel, then the weight gradient of the branch taken (event
+    kernel or ``tf.matmul``) and the dense input gradient. Same numbers as
+    ``lif_scan(synaptic_input(inputs, kernel), ...)``.
+
+    Args:
+        inputs: ``[batch, T, n_in]`` input spikes (any values; zeros are skipped).
+        kernel: ``[n_in, n]`` synaptic weights.
+        v0: initial membrane ``[batch, n]``.
+        s0: initial spikes ``[batch, n]`` (returned as the final spikes when T = 0).
+        beta: membrane decay per step ``[n]``.
+        threshold: firing threshold > 0.
+        surrogate: a registered surrogate (see :data:`KERNEL_SURROGATES`).
+        reset: "subtract" or "zero".
+        detach_reset: no gradient through the reset term.
+        decay_grad: compute the gradient of ``beta`` (else zeros).
+
+    Returns:
+        ``(spikes [batch, T, n], v_last [batch, n], s_last [batch, n])``.
+    """
+    kernel = tf.cast(kernel, inputs.dtype)
+    cutoff = density_cutoff(kernel.shape[-1])
+    options = dict(
+        threshold=threshold,
+        surrogate=surrogate,
+        reset=reset,
+        detach_reset=detach_reset,
+        decay_grad=decay_grad,
+    )
+    if cutoff <= 0 or inputs.shape.rank != 3:
+        return lif_scan(synaptic_input(inputs, kernel), v0, s0, beta, **options)
+    lib = load()
+    theta = tf.constant(threshold, inputs.dtype)
+
+    @tf.custom_gradient
+    def scan(inputs, kernel, v0, beta):
+        flat = _as_matrix(inputs)
+        use_events = input_density(flat) < cutoff
+
+        def dense():
+            currents = tf.reshape(
+                tf.matmul(flat, kernel),
+                tf.concat([tf.shape(inputs)[:-1], tf.shape(kernel)[-1:]], 0),
+            )
+            return tuple(lib.keras_spiking_lif_scan(currents, v0, beta, theta, reset=reset))
+
+        spikes, membrane, v_last = tf.cond(
+            use_events,
+            lambda: tuple(
+                lib.keras_spiking_sparse_lif_scan(inputs, kernel, v0, beta, theta, reset=reset)
+            ),
+            dense,
+        )
+
+        def grad(g_spikes, g_v_last):
+            g_currents, g_v0, g_beta = lib.keras_spiking_lif_scan_grad(
+                _zeros_if_none(g_spikes, spikes),
+                _zeros_if_none(g_v_last, v_last),
+                membrane,
+                v0,
+                beta,
+                theta,
+                reset=reset,
+                detach_reset=detach_reset,
+                surrogate=surrogate.name,
+                scale=surrogate.scale,
+                decay_grad=decay_grad,
+            )
+            g_flat = _as_matrix(g_currents)
+            # outside the cond, so that a first layer's unused input gradient is pruned
+            g_inputs = tf.reshape(tf.matmul(g_flat, kernel, transpose_b=True), tf.shape(inputs))
+            g_kernel = tf.cond(
+                use_events,
+                lambda: lib.keras_spiking_sparse_spike_matmul_grad_weights(flat, g_flat),
+                lambda: tf.matmul(flat, g_flat, transpose_a=True),
+            )
+            return g_inputs, g_kernel, g_v0, g_beta
+
+        return (spikes, v_last), grad
+
+    spikes, v_last = scan(inputs, kernel, v0, beta)
     return spikes, v_last, _last_spikes(spikes, s0)
 
 

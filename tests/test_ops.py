@@ -106,6 +106,23 @@ def test_weight_gradient_kernel_over_row_blocks_and_parts(
     )
 
 
+@pytest.mark.parametrize("n_out", [1, 15, 16, 20, 33, 48, 64, 65])
+def test_event_kernels_narrow_rows_equal_twin(lib, rng, n_out):
+    """Rows of at most 64 floats accumulate in registers with masked tails (AVX-512): every
+    tail length and vector count, odd and even event counts, against tf.matmul."""
+    values = (rng.random((300, 45)) < 0.2) * rng.normal(1.0, 0.5, (300, 45))
+    x = tf.constant(values, tf.float32)
+    w = tf.constant(rng.normal(size=(45, n_out)), tf.float32)
+    g = tf.constant(rng.normal(size=(300, n_out)), tf.float32)
+    got = _matmul_with_grads(ops.sparse_spike_matmul, x, w, g)
+    want = _matmul_with_grads(ops.sparse_spike_matmul_reference, x, w, g)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, **F32)
+    s, v = ops.lif_step(x[:7], w, tf.zeros((7, n_out)), tf.fill([n_out], 0.9), threshold=0.5)
+    s_want, v_want = ops.lif_step_reference(x[:7], w, tf.zeros((7, n_out)), 0.9, threshold=0.5)
+    np.testing.assert_allclose(v, v_want, **F32)
+
+
 def test_sparse_matmul_gradients_equal_finite_differences(lib, rng):
     x = tf.constant((rng.random((6, 8)) < 0.4) * rng.normal(size=(6, 8)), tf.float64)
     w = tf.constant(rng.normal(size=(8, 5)), tf.float64)
@@ -315,6 +332,99 @@ def test_lif_scan_equals_twin(lib, rng, surrogate, reset, detach_reset):
     _assert_same(got, want)
 
 
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("detach_reset", [True, False], ids=["detached", "attached"])
+@pytest.mark.parametrize("density", [0.03, 0.5], ids=["fused_events", "dense_branch"])
+def test_lif_scan_with_input_equals_twin(lib, rng, dtype, reset, detach_reset, density):
+    """The event-driven input fused into the LIF scan (SparseLifScan below the density cutoff,
+    tf.matmul + LifScan above it) against the TF scan of inputs @ kernel: forward and the
+    gradients of the inputs, the kernel, v0 and beta."""
+    batch, steps, n_in, n = 3, 19, 90, 70  # n >= NARROW_OUTPUTS: the wide cutoff (15 %)
+    x = tf.constant(
+        (rng.random((batch, steps, n_in)) < density) * rng.normal(1, 0.3, (batch, steps, n_in)),
+        dtype,
+    )
+    kernel = tf.constant(rng.normal(0.1, 0.4, (n_in, n)), dtype)
+    v0 = tf.constant(rng.normal(0, 0.5, (batch, n)), dtype)
+    beta = tf.constant(rng.uniform(0.5, 0.99, n), dtype)
+    gs = tf.constant(rng.normal(size=(batch, steps, n)), dtype)
+    g1 = tf.constant(rng.normal(size=(batch, n)), dtype)
+    options = {
+        "threshold": 1.0,
+        "surrogate": surrogates.get("fast_sigmoid"),
+        "reset": reset,
+        "detach_reset": detach_reset,
+    }
+
+    def run(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel, v0, beta])
+            spikes, v_last, s_last = fn()
+            loss = tf.reduce_sum(spikes * gs) + tf.reduce_sum(v_last * g1)
+        return [spikes, v_last, s_last, *tape.gradient(loss, [x, kernel, v0, beta])]
+
+    s0 = tf.zeros_like(v0)
+    got = run(lambda: ops.lif_scan_with_input(x, kernel, v0, s0, beta, **options))
+    want = run(
+        lambda: scan.lif_scan(
+            ops.sparse_spike_matmul_reference(x, kernel), v0, s0, beta, jit=False, **options
+        )
+    )
+    assert float(tf.reduce_sum(got[0])) > 0
+    tol = F64 if dtype == tf.float64 else F32_BPTT
+    for index, (a, b) in enumerate(zip(got, want, strict=True)):
+        np.testing.assert_allclose(a, b, err_msg=f"output {index}", **tol)
+    # the fused kernel itself equals the event kernel followed by the LIF scan kernel
+    if density < ops.DENSITY_CUTOFF:
+        theta = tf.constant(1.0, dtype)
+        fused = lib.keras_spiking_sparse_lif_scan(x, kernel, v0, beta, theta, reset=reset)
+        currents = tf.reshape(
+            lib.keras_spiking_sparse_spike_matmul(tf.reshape(x, [-1, n_in]), kernel),
+            [batch, steps, n],
+        )
+        two_ops = lib.keras_spiking_lif_scan(currents, v0, beta, theta, reset=reset)
+        for a, b in zip(fused, two_ops, strict=True):
+            np.testing.assert_allclose(a, b, **_tol(dtype))
+
+
+def test_sparse_lif_scan_shapes_and_errors(lib):
+    op = lib.keras_spiking_sparse_lif_scan
+    theta = tf.constant(1.0)
+    for batch, steps, n_in, n in [(0, 4, 3, 2), (2, 0, 3, 2), (2, 4, 0, 2), (2, 4, 3, 0)]:
+        spikes, membrane, v_last = op(
+            tf.ones((batch, steps, n_in)),
+            tf.ones((n_in, n)),
+            tf.fill([batch, n], 0.5),
+            tf.ones((n,)),
+            theta,
+        )
+        assert spikes.shape == membrane.shape == (batch, steps, n)
+        np.testing.assert_array_equal(v_last, np.full((batch, n), 0.5))
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="rank"):
+        op(tf.ones((2, 3)), tf.ones((3, 2)), tf.zeros((2, 2)), tf.ones(2), theta)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+        op(tf.ones((2, 4, 3)), tf.ones((5, 2)), tf.zeros((2, 2)), tf.ones(2), theta)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+        op(tf.ones((2, 4, 3)), tf.ones((3, 2)), tf.zeros((2, 2)), tf.ones(3), theta)
+
+
+def test_lif_layer_traces_the_fused_input_scan(lib, rng):
+    layer = layers.LIF(80, use_custom_ops=True)
+    sparse = tf.constant((rng.random((4, 12, 50)) < 0.02).astype("float32"))
+    layer(sparse, training=True)
+    graph = tf.function(lambda x: layer(x, training=True)).get_concrete_function(sparse).graph
+    op_types = {op.type for op in graph.get_operations()}
+    op_types |= {node.op for f in graph.as_graph_def().library.function for node in f.node_def}
+    assert "KerasSpiking>SparseLifScan" in op_types
+    # with a bias the input current is separate (the fused kernel adds no bias)
+    biased = layers.LIF(80, use_bias=True, use_custom_ops=True)
+    biased(sparse, training=True)
+    graph = tf.function(lambda x: biased(x, training=True)).get_concrete_function(sparse).graph
+    op_types = {node.op for f in graph.as_graph_def().library.function for node in f.node_def}
+    assert "KerasSpiking>SparseLifScan" not in op_types
+
+
 @pytest.mark.parametrize("surrogate", ops.KERNEL_SURROGATES)
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 @pytest.mark.parametrize("detach_reset", [True, False], ids=["detached", "attached"])
@@ -486,7 +596,9 @@ def _train_once(use_custom_ops, layer_cls, x, y, **kwargs):
     ],
     ids=["lif", "lif_zero_trained_tau", "cuba", "lif_recurrent", "lif_custom_surrogate"],
 )
-@pytest.mark.parametrize("density", [0.05, 0.5], ids=["sparse_in", "dense_in"])
+@pytest.mark.parametrize(
+    "density", [0.01, 0.05, 0.5], ids=["very_sparse_in", "sparse_in", "dense_in"]
+)
 def test_training_step_same_on_both_paths(lib, rng, layer_cls, kwargs, density):
     x = tf.constant((rng.random((8, 15, 30)) < density) * 3.0, tf.float32)
     y = tf.constant(rng.integers(0, 3, 8))
