@@ -332,6 +332,23 @@ def test_lif_scan_equals_twin(lib, rng, surrogate, reset, detach_reset):
     _assert_same(got, want)
 
 
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("detach_reset", [True, False], ids=["detached", "attached"])
+def test_lif_scan_grad_over_neuron_slices_equals_twin(lib, rng, reset, detach_reset):
+    """The LIF backward walks time in slices of 32 neurons: 70 neurons give two full slices
+    and a partial one, with trained decays (their gradient summed over slices and rows)."""
+    case = _scan_case(rng, 4, 23, 70)
+    options = {
+        "surrogate": surrogates.get("fast_sigmoid"),
+        "reset": reset,
+        "detach_reset": detach_reset,
+    }
+    got = _lif_run(ops.lif_scan, case, **options)
+    want = _lif_run(_twin(scan.lif_scan), case, **options)
+    assert float(tf.reduce_sum(got[0])) > 0
+    _assert_same(got, want)
+
+
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 @pytest.mark.parametrize("detach_reset", [True, False], ids=["detached", "attached"])
