@@ -18,6 +18,17 @@ def positive_number(name: str, value, owner: str) -> float:
     return number
 
 
+def non_negative_number(name: str, value, owner: str) -> float:
+    """A finite float >= 0."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{owner}: `{name}` must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{owner}: `{name}` must be a finite number >= 0, got {value!r}")
+    return number
+
+
 def positive_int(name: str, value, owner: str) -> int:
     """An int >= 1 (bools rejected)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:

@@ -739,16 +739,11 @@ class EventProp:
         if min_slope is not None:
             min_slope = _validation.positive_number("min_slope", min_slope, owner)
         self.min_slope = min_slope
-        for name, value in (
-            ("count_target", count_target),
-            ("count_strength", count_strength),
-            ("silent_bump", silent_bump),
-        ):
-            if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
-                raise ValueError(f"{owner}: `{name}` must be a finite number >= 0, got {value!r}")
-        self.count_target = float(count_target)
-        self.count_strength = float(count_strength)
-        self.silent_bump = float(silent_bump)
+        self.count_target = _validation.non_negative_number("count_target", count_target, owner)
+        self.count_strength = _validation.non_negative_number(
+            "count_strength", count_strength, owner
+        )
+        self.silent_bump = _validation.non_negative_number("silent_bump", silent_bump, owner)
 
     def options(self) -> dict:
         """The keyword arguments of :func:`spiking_layer` this rule sets."""

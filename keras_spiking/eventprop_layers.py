@@ -278,18 +278,17 @@ class EventPropCubaLIF(_EventPropBase):
         super().__init__(units, steps=steps, **kwargs)
         owner = type(self).__name__
         self.threshold = _validation.positive_number("threshold", threshold, owner)
-        self.max_spikes = _validation.positive_int("max_spikes", max_spikes, owner)
-        self.on_overflow = _validation.one_of(
-            "on_overflow", on_overflow, eventprop.OVERFLOW_POLICIES, owner
-        )
         self.recurrent = bool(recurrent)
-        self.interpolate = bool(interpolate)
-        if min_slope is not None:
-            min_slope = _validation.positive_number("min_slope", min_slope, owner)
-        self.min_slope = min_slope
-        self.count_target = _non_negative("count_target", count_target, owner)
-        self.count_strength = _non_negative("count_strength", count_strength, owner)
-        self.silent_bump = _non_negative("silent_bump", silent_bump, owner)
+        # the EventProp options, validated once by the rule that CubaLIF(gradient=...) uses
+        self.rule = eventprop.EventProp(
+            max_spikes=max_spikes,
+            on_overflow=on_overflow,
+            interpolate=interpolate,
+            min_slope=min_slope,
+            count_target=count_target,
+            count_strength=count_strength,
+            silent_bump=silent_bump,
+        )
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
         self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
 
@@ -314,33 +313,21 @@ class EventPropCubaLIF(_EventPropBase):
             tf.convert_to_tensor(self.kernel),
             recurrent,
             kinetics=self._kinetics(self.threshold),
-            max_spikes=self.max_spikes,
-            interpolate=self.interpolate,
-            min_slope=self.min_slope,
-            on_overflow=self.on_overflow,
-            count_target=self.count_target,
-            count_strength=self.count_strength,
-            silent_bump=self.silent_bump,
+            **self.rule.options(),
             name=f"{type(self).__name__} ({self.name})",
             use_custom_ops=self._kernel_setting(training),
         )
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.units, self.max_spikes)
+        return (input_shape[0], self.units, self.rule.max_spikes)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {
                 "threshold": self.threshold,
-                "max_spikes": self.max_spikes,
-                "on_overflow": self.on_overflow,
                 "recurrent": self.recurrent,
-                "interpolate": self.interpolate,
-                "min_slope": self.min_slope,
-                "count_target": self.count_target,
-                "count_strength": self.count_strength,
-                "silent_bump": self.silent_bump,
+                **self.rule.get_config(),
                 "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
                 "recurrent_regularizer": keras.regularizers.serialize(self.recurrent_regularizer),
             }
@@ -418,7 +405,7 @@ class SpikeTimeDropout(keras.layers.Layer):
 
     def __init__(self, rate: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        rate = _non_negative("rate", rate, type(self).__name__)
+        rate = _validation.non_negative_number("rate", rate, type(self).__name__)
         if not rate < 1:
             raise ValueError(f"{type(self).__name__}: `rate` must be < 1, got {rate!r}")
         self.rate, self.seed = rate, seed
@@ -440,13 +427,3 @@ class SpikeTimeDropout(keras.layers.Layer):
         config = super().get_config()
         config.update({"rate": self.rate, "seed": self.seed})
         return config
-
-
-def _non_negative(name: str, value, owner: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{owner}: `{name}` must be a number, got {value!r}") from None
-    if not number >= 0 or number == float("inf"):
-        raise ValueError(f"{owner}: `{name}` must be a finite number >= 0, got {value!r}")
-    return number

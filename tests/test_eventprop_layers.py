@@ -121,7 +121,7 @@ def test_config_and_keras_round_trip(tmp_path):
         assert original.get_config() == copy.get_config()
     np.testing.assert_array_equal(model(x).numpy(), loaded(x).numpy())
     layer = EventPropCubaLIF.from_config(model.layers[0].get_config())
-    assert layer.min_slope == 10.0 and layer.interpolate is False
+    assert layer.rule.min_slope == 10.0 and layer.rule.interpolate is False
 
 
 @pytest.mark.parametrize(
