@@ -27,7 +27,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from keras_spiking import _validation, eventprop
+from keras_spiking import _validation, eventprop, ops
 
 __all__ = ["EventPropCubaLIF", "EventPropLI", "SpikeTimeDropout"]
 
@@ -63,21 +63,7 @@ class _EventPropBase(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.check_inputs = bool(check_inputs)
-        if use_custom_ops not in ("auto", True, False):
-            raise ValueError(
-                f"{owner}: `use_custom_ops` must be 'auto', True or False, got {use_custom_ops!r}"
-            )
-        self.use_custom_ops = use_custom_ops
-
-    def _kernel_setting(self, training) -> str | bool:
-        """The ``use_custom_ops`` setting of this call.
-
-        The kernels run in training and eager calls only, so that graph-traced inference
-        (``predict``, export, serving) and saved models never need the kernel library.
-        """
-        if training or tf.executing_eagerly():
-            return self.use_custom_ops
-        return False
+        self.use_custom_ops = ops.validate_setting(use_custom_ops)
 
     @property
     def window(self) -> float:
@@ -315,7 +301,7 @@ class EventPropCubaLIF(_EventPropBase):
             kinetics=self._kinetics(self.threshold),
             **self.rule.options(),
             name=f"{type(self).__name__} ({self.name})",
-            use_custom_ops=self._kernel_setting(training),
+            use_custom_ops=ops.call_setting(self.use_custom_ops, training),
         )
 
     def compute_output_shape(self, input_shape):
@@ -374,7 +360,7 @@ class EventPropLI(_EventPropBase):
             tf.convert_to_tensor(self.kernel),
             kinetics=self._kinetics(),
             readout=self.readout,
-            use_custom_ops=self._kernel_setting(training),
+            use_custom_ops=ops.call_setting(self.use_custom_ops, training),
         )
 
     def compute_output_shape(self, input_shape):

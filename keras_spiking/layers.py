@@ -175,13 +175,9 @@ class SpikingSequence(keras.layers.Layer):
 
     def _kernels_active(self, inputs, training) -> bool:
         """Whether this call runs the C++ kernels (see ``use_custom_ops``)."""
-        if self.use_custom_ops is False or inputs.dtype not in ops.KERNEL_DTYPES:
+        if inputs.dtype not in ops.KERNEL_DTYPES:
             return False
-        # graph-traced inference (predict, export, serving) keeps to standard TF ops, so no
-        # saved or exported model ever depends on the kernel library
-        if not (training or tf.executing_eagerly()):
-            return False
-        return ops.enabled(self.use_custom_ops)
+        return ops.enabled(ops.call_setting(self.use_custom_ops, training))
 
     def call(self, inputs, initial_state=None, training=None):
         inputs = tf.cast(inputs, self.compute_dtype)
@@ -435,7 +431,6 @@ class CubaLIF(SpikingSequence):
             dt=cell.dt,
             steps=int(steps),
         )
-        kernels = training or tf.executing_eagerly()
         recurrent = cell.recurrent_kernel
         times = eventprop.spiking_layer(
             eventprop.sequence_to_times(inputs, cell.dt),
@@ -443,7 +438,7 @@ class CubaLIF(SpikingSequence):
             None if recurrent is None else tf.convert_to_tensor(recurrent),
             kinetics=kin,
             name=where,
-            use_custom_ops=self.use_custom_ops if kernels else False,
+            use_custom_ops=ops.call_setting(self.use_custom_ops, training),
             **self.gradient.options(),
         )
         outputs = eventprop.times_to_sequence(times, int(steps), cell.dt)

@@ -156,6 +156,17 @@ def available() -> bool:
     return True
 
 
+def call_setting(setting: str | bool, training) -> str | bool:
+    """A layer's ``use_custom_ops`` for one call: False for graph-traced inference.
+
+    The kernels run in training and eager calls only, so that graph-traced inference
+    (``predict``, export, serving) and saved or exported models never need the kernel library.
+    """
+    if training or tf.executing_eagerly():
+        return setting
+    return False
+
+
 def enabled(setting: str | bool = "auto") -> bool:
     """Resolves a layer's ``use_custom_ops`` against the global setting.
 
