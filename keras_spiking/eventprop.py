@@ -641,7 +641,14 @@ def readout_layer(
 # ------------------------------------------------------------------------------------------
 
 
-def sequence_to_times(events: tf.Tensor, dt: float, max_spikes: int | None = None) -> tf.Tensor:
+def sequence_to_times(
+    events: tf.Tensor,
+    dt: float,
+    max_spikes: int | None = None,
+    *,
+    check: bool = True,
+    name: str = "sequence_to_times",
+) -> tf.Tensor:
     """Spike times ``[batch, neurons, slots]`` of an event sequence ``[batch, time, neurons]``.
 
     A nonzero value ``phi`` at step ``n`` is a spike at ``t = (n + phi) dt``: binary spike
@@ -654,7 +661,17 @@ def sequence_to_times(events: tf.Tensor, dt: float, max_spikes: int | None = Non
         dt: step in seconds.
         max_spikes: slots of the result; None keeps one slot per step. More spikes than
             slots in any neuron raise an error.
+        check: raise an InvalidArgumentError (naming ``name``) for values outside ``[0, 1]``
+            or NaN.
+        name: used in the error message.
     """
+    if check:
+        in_range = tf.debugging.Assert(
+            tf.reduce_all(tf.logical_and(events >= 0, events <= 1)),
+            [f"{name}: input events must lie in [0, 1] (no NaN)"],
+        )
+        with tf.control_dependencies([in_range]):
+            events = tf.identity(events)
     steps = tf.cast(tf.range(tf.shape(events)[1]), events.dtype)[None, :, None]
     spiking = events > 0
     never = tf.fill(tf.shape(events), tf.constant(math.inf, events.dtype))

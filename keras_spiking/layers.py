@@ -416,13 +416,6 @@ class CubaLIF(SpikingSequence):
             raise ValueError(
                 f"{where} needs a fixed number of time steps, got shape {tuple(inputs.shape)}"
             )
-        if self.check_inputs:
-            check = tf.debugging.Assert(
-                tf.reduce_all(tf.logical_and(inputs >= 0, inputs <= 1)),
-                [f"{where}: input events must lie in [0, 1] (no NaN)"],
-            )
-            with tf.control_dependencies([check]):
-                inputs = tf.identity(inputs)
         cell = self.cell
         kin = eventprop.Kinetics(
             tau_mem=cell.tau_mem,
@@ -433,7 +426,7 @@ class CubaLIF(SpikingSequence):
         )
         recurrent = cell.recurrent_kernel
         times = eventprop.spiking_layer(
-            eventprop.sequence_to_times(inputs, cell.dt),
+            eventprop.sequence_to_times(inputs, cell.dt, check=self.check_inputs, name=where),
             tf.convert_to_tensor(cell.kernel),
             None if recurrent is None else tf.convert_to_tensor(recurrent),
             kinetics=kin,

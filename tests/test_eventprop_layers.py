@@ -384,3 +384,15 @@ def test_cuba_lif_gradient_config_round_trip(tmp_path):
     np.testing.assert_array_equal(model(x.astype("float32")), loaded(x.astype("float32")))
     with pytest.raises(ValueError, match="gradient"):
         ks.layers.CubaLIF(3, gradient="bptt")
+
+
+def test_event_sequences_out_of_range_or_too_long_raise():
+    bad = np.zeros((1, 10, 2), "float32")
+    bad[0, 3, 1] = 1.5
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[0, 1\]"):
+        ks.layers.CubaLIF(2, reset="zero", gradient="eventprop")(bad)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[0, 1\]"):
+        EventPropLI(2, steps=10, input_format="sequence")(bad)
+    long = np.ones((1, 30, 2), "float32")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="window"):
+        EventPropLI(2, steps=10, input_format="sequence")(long)
