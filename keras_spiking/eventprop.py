@@ -105,21 +105,31 @@ class Kinetics:
     dt: float = 1e-3
     steps: int = 100
 
-    def decay(self, h, tau):
-        return tf.exp(-h / tau)
+    @property
+    def equal_taus(self) -> bool:
+        """``tau_syn == tau_mem`` (to 1e-9): the responses take their limit form."""
+        return abs(self.tau_syn - self.tau_mem) <= 1e-9 * self.tau_mem
+
+    def voltage_response(self, h, exp=tf.exp):
+        """``g(h)``: voltage at ``h`` after a unit current step.
+
+        ``exp`` is ``tf.exp`` for tensors or ``math.exp`` for Python floats.
+        """
+        tau_m, tau_s = self.tau_mem, self.tau_syn
+        a = exp(-h / tau_m)
+        if self.equal_taus:
+            return h / tau_m * a
+        return tau_s / (tau_s - tau_m) * (exp(-h / tau_s) - a)
 
     def responses(self, h):
         """``b(h), g(h), b'(h), g'(h)``: current and voltage at ``h`` after a unit current step."""
         tau_m, tau_s = self.tau_mem, self.tau_syn
         a, b = tf.exp(-h / tau_m), tf.exp(-h / tau_s)
-        if abs(tau_s - tau_m) <= 1e-9 * tau_m:
-            g = h / tau_m * a
+        if self.equal_taus:
             dg = a / tau_m * (1 - h / tau_m)
         else:
-            kappa = tau_s / (tau_s - tau_m)
-            g = kappa * (b - a)
-            dg = kappa * (a / tau_m - b / tau_s)
-        return b, g, -b / tau_s, dg
+            dg = tau_s / (tau_s - tau_m) * (a / tau_m - b / tau_s)
+        return b, self.voltage_response(h), -b / tau_s, dg
 
     def reset_response(self, h):
         """``q(h) = g(h) / b(h)`` and ``q'(h)``.
@@ -128,7 +138,7 @@ class Kinetics:
         of current at the end of the step.
         """
         tau_m, tau_s = self.tau_mem, self.tau_syn
-        if abs(tau_s - tau_m) <= 1e-9 * tau_m:
+        if self.equal_taus:
             return h / tau_m, tf.ones_like(h) / tau_m
         rate = 1 / tau_m - 1 / tau_s
         ratio = tf.exp(-h * rate)
@@ -137,13 +147,9 @@ class Kinetics:
     @property
     def grid_decays(self) -> tuple[float, float, float]:
         """``a(dt), b(dt), g(dt)`` as Python floats."""
-        dt, tau_m, tau_s = self.dt, self.tau_mem, self.tau_syn
-        a, b = math.exp(-dt / tau_m), math.exp(-dt / tau_s)
-        if abs(tau_s - tau_m) <= 1e-9 * tau_m:
-            g = dt / tau_m * a
-        else:
-            g = tau_s / (tau_s - tau_m) * (b - a)
-        return a, b, g
+        dt = self.dt
+        a, b = math.exp(-dt / self.tau_mem), math.exp(-dt / self.tau_syn)
+        return a, b, self.voltage_response(dt, math.exp)
 
 
 class _Inputs(NamedTuple):
