@@ -13,6 +13,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from keras_spiking import _validation
+
 __all__ = ["first_spike_times", "FirstSpikeTimeCrossEntropy", "FirstSpikeAccuracy"]
 
 
@@ -76,13 +78,11 @@ class FirstSpikeTimeCrossEntropy(keras.losses.Loss):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        for arg, value in (("tau0", tau0), ("tau1", tau1), ("silent_time", silent_time)):
-            if not float(value) > 0 or float(value) == float("inf"):
-                raise ValueError(f"{type(self).__name__}: `{arg}` must be > 0, got {value!r}")
-        if not float(alpha) >= 0:
-            raise ValueError(f"{type(self).__name__}: `alpha` must be >= 0, got {alpha!r}")
-        self.tau0, self.tau1 = float(tau0), float(tau1)
-        self.alpha, self.silent_time = float(alpha), float(silent_time)
+        owner = type(self).__name__
+        self.tau0 = _validation.positive_number("tau0", tau0, owner)
+        self.tau1 = _validation.positive_number("tau1", tau1, owner)
+        self.alpha = _validation.non_negative_number("alpha", alpha, owner)
+        self.silent_time = _validation.positive_number("silent_time", silent_time, owner)
 
     def call(self, y_true, y_pred):
         times = first_spike_times(y_pred)
