@@ -10,8 +10,20 @@
 // KerasSpiking>SparseSpikeMatmulGradWeights: d(loss)/d(weights) = spikes^T @ grad, again only
 // over the active entries. The gradient with respect to the spikes, grad @ weights^T, is dense
 // and is left to TF's own matmul (keras_spiking/ops.py).
+//
+// The forward kernels that feed a training step (KerasSpiking>SparseSpikeMatmulEvents and
+// KerasSpiking>SparseLifScan) also return the active inputs they found, as a compressed row
+// list: event_offsets [rows + 1] (int64), event_inputs (int32 input index k) and event_values
+// (spikes[r, k]); the events of row r are entries event_offsets[r] to event_offsets[r + 1].
+// KerasSpiking>SparseEventsGradWeights computes the weight gradient from that list, so the
+// backward pass does not read `spikes` (rows x n_in, often the largest tensor of the step)
+// again.
 
 #include <algorithm>
+#include <atomic>
+#include <limits>
+#include <map>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -73,6 +85,61 @@ REGISTER_OP("KerasSpiking>SparseSpikeMatmulGradWeights")
     })
     .Doc("spikes^T [n_in, rows] @ grad [rows, n_out], iterating over nonzero spikes only.");
 
+// rows + 1 entries of event_offsets (unknown when rows is)
+Status EventOffsetsShape(InferenceContext* c, DimensionHandle rows, ShapeHandle* out) {
+  DimensionHandle size;
+  TF_RETURN_IF_ERROR(c->Add(rows, 1, &size));
+  *out = c->Vector(size);
+  return Status();
+}
+
+REGISTER_OP("KerasSpiking>SparseSpikeMatmulEvents")
+    .Input("spikes: T")
+    .Input("weights: T")
+    .Output("output: T")
+    .Output("event_offsets: int64")
+    .Output("event_inputs: int32")
+    .Output("event_values: T")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle spikes, weights, offsets;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &spikes));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &weights));
+      DimensionHandle unused;
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(spikes, 1), c->Dim(weights, 0), &unused));
+      c->set_output(0, c->Matrix(c->Dim(spikes, 0), c->Dim(weights, 1)));
+      TF_RETURN_IF_ERROR(EventOffsetsShape(c, c->Dim(spikes, 0), &offsets));
+      c->set_output(1, offsets);
+      c->set_output(2, c->Vector(InferenceContext::kUnknownDim));
+      c->set_output(3, c->Vector(InferenceContext::kUnknownDim));
+      return Status();
+    })
+    .Doc("SparseSpikeMatmul that also returns the active inputs it found (compressed rows) "
+         "for SparseEventsGradWeights.");
+
+REGISTER_OP("KerasSpiking>SparseEventsGradWeights")
+    .Input("event_offsets: int64")
+    .Input("event_inputs: int32")
+    .Input("event_values: T")
+    .Input("grad: T")
+    .Input("n_in: int64")
+    .Output("grad_weights: T")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle offsets, inputs, values, grad, n_in_shape;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 1, &offsets));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &inputs));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &values));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 2, &grad));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 0, &n_in_shape));
+      DimensionHandle n_in;
+      TF_RETURN_IF_ERROR(c->MakeDimForScalarInput(4, &n_in));
+      c->set_output(0, c->Matrix(n_in, c->Dim(grad, 1)));
+      return Status();
+    })
+    .Doc("spikes^T [n_in, rows] @ grad [rows, n_out] from the event list of "
+         "SparseSpikeMatmulEvents or SparseLifScan.");
+
 REGISTER_OP("KerasSpiking>SparseLifStep")
     .Input("spikes: T")
     .Input("weights: T")
@@ -111,10 +178,13 @@ REGISTER_OP("KerasSpiking>SparseLifScan")
     .Output("spikes_out: T")
     .Output("membrane: T")
     .Output("v_last: T")
+    .Output("event_offsets: int64")
+    .Output("event_inputs: int32")
+    .Output("event_values: T")
     .Attr("reset: {'subtract', 'zero'} = 'subtract'")
     .Attr("T: {float, double}")
     .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle spikes, weights, v0, beta, threshold;
+      ShapeHandle spikes, weights, v0, beta, threshold, offsets;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &spikes));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &weights));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &v0));
@@ -129,10 +199,17 @@ REGISTER_OP("KerasSpiking>SparseLifScan")
       c->set_output(0, seq);
       c->set_output(1, seq);
       c->set_output(2, c->Matrix(batch, units));
+      DimensionHandle rows;
+      TF_RETURN_IF_ERROR(c->Multiply(batch, c->Dim(spikes, 1), &rows));
+      TF_RETURN_IF_ERROR(EventOffsetsShape(c, rows, &offsets));
+      c->set_output(3, offsets);
+      c->set_output(4, c->Vector(InferenceContext::kUnknownDim));
+      c->set_output(5, c->Vector(InferenceContext::kUnknownDim));
       return Status();
     })
     .Doc("LifScan of the event-driven input current spikes @ weights in one pass: the outputs "
-         "of LifScan(SparseSpikeMatmul(spikes, weights), ...) without the currents tensor.");
+         "of LifScan(SparseSpikeMatmul(spikes, weights), ...) without the currents tensor, "
+         "and the active inputs (compressed rows over batch x T) for SparseEventsGradWeights.");
 
 namespace {
 
@@ -267,6 +344,73 @@ inline int64_t CompactActive<float>(const float* __restrict x, int64_t n,
 }
 #endif
 
+// The active inputs a forward kernel finds, kept for SparseEventsGradWeights. The kernel's
+// threads each take a contiguous range of rows (a shard) and record its rows in order; Write
+// lays the shards out as event_offsets / event_inputs / event_values (outputs first_output to
+// first_output + 2). The list costs 4 + sizeof(T) bytes per event, against n_in x sizeof(T)
+// per row for reading `spikes` again.
+template <typename T>
+class EventRecorder {
+ public:
+  struct Shard {
+    std::vector<int32_t> inputs;
+    std::vector<T> values;
+  };
+
+  explicit EventRecorder(int64_t rows) : counts_(rows, 0) {}
+
+  // The shard whose first row is `first_row` (each thread opens its own).
+  Shard* Open(int64_t first_row) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return &shards_[first_row];
+  }
+
+  void Add(Shard* shard, int64_t row, const T* x_row, const int64_t* active, int64_t count) {
+    counts_[row] = count;
+    for (int64_t a = 0; a < count; ++a) {
+      shard->inputs.push_back(static_cast<int32_t>(active[a]));
+      shard->values.push_back(x_row[active[a]]);
+    }
+  }
+
+  Status Write(OpKernelContext* context, int first_output) {
+    const int64_t rows = static_cast<int64_t>(counts_.size());
+    Tensor *offsets_t, *inputs_t, *values_t;
+    TF_RETURN_IF_ERROR(
+        context->allocate_output(first_output, TensorShape({rows + 1}), &offsets_t));
+    int64_t* offsets = offsets_t->flat<int64_t>().data();
+    offsets[0] = 0;
+    for (int64_t r = 0; r < rows; ++r) offsets[r + 1] = offsets[r] + counts_[r];
+    const int64_t events = offsets[rows];
+    TF_RETURN_IF_ERROR(
+        context->allocate_output(first_output + 1, TensorShape({events}), &inputs_t));
+    TF_RETURN_IF_ERROR(
+        context->allocate_output(first_output + 2, TensorShape({events}), &values_t));
+    int32_t* inputs = inputs_t->flat<int32_t>().data();
+    T* values = values_t->flat<T>().data();
+    for (const auto& [first_row, shard] : shards_) {
+      std::copy(shard.inputs.begin(), shard.inputs.end(), inputs + offsets[first_row]);
+      std::copy(shard.values.begin(), shard.values.end(), values + offsets[first_row]);
+    }
+    return Status();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<int64_t, Shard> shards_;
+  std::vector<int64_t> counts_;
+};
+
+// Event indices are int32: the recording kernels refuse wider inputs.
+Status CheckEventIndexRange(int64_t n_in, const char* op) {
+  if (n_in > std::numeric_limits<int32_t>::max()) {
+    return errors::InvalidArgument(op, ": ", n_in,
+                                   " inputs do not fit the int32 event list (at most ",
+                                   std::numeric_limits<int32_t>::max(), ")");
+  }
+  return Status();
+}
+
 Status CheckMatrix(const Tensor& t, const char* op, const char* name) {
   if (!TensorShapeUtils::IsMatrix(t.shape())) {
     return errors::InvalidArgument(op, ": `", name, "` must be a matrix (rank 2), got shape ",
@@ -277,48 +421,221 @@ Status CheckMatrix(const Tensor& t, const char* op, const char* name) {
 
 }  // namespace
 
-template <typename T>
+// kRecord: SparseSpikeMatmulEvents (also returns the event list), else SparseSpikeMatmul.
+template <typename T, bool kRecord>
 class SparseSpikeMatmulOp : public OpKernel {
  public:
   explicit SparseSpikeMatmulOp(OpKernelConstruction* context) : OpKernel(context) {}
 
   void Compute(OpKernelContext* context) override {
+    const char* op = kRecord ? "SparseSpikeMatmulEvents" : "SparseSpikeMatmul";
     const Tensor& spikes = context->input(0);
     const Tensor& weights = context->input(1);
-    OP_REQUIRES_OK(context, CheckMatrix(spikes, "SparseSpikeMatmul", "spikes"));
-    OP_REQUIRES_OK(context, CheckMatrix(weights, "SparseSpikeMatmul", "weights"));
+    OP_REQUIRES_OK(context, CheckMatrix(spikes, op, "spikes"));
+    OP_REQUIRES_OK(context, CheckMatrix(weights, op, "weights"));
     const int64_t rows = spikes.dim_size(0);
     const int64_t n_in = spikes.dim_size(1);
     const int64_t n_out = weights.dim_size(1);
     OP_REQUIRES(context, weights.dim_size(0) == n_in,
-                errors::InvalidArgument("SparseSpikeMatmul: spikes has ", n_in,
-                                        " columns but weights has ", weights.dim_size(0),
-                                        " rows; they must match"));
+                errors::InvalidArgument(op, ": spikes has ", n_in, " columns but weights has ",
+                                        weights.dim_size(0), " rows; they must match"));
+    if (kRecord) OP_REQUIRES_OK(context, CheckEventIndexRange(n_in, op));
     Tensor* output = nullptr;
     OP_REQUIRES_OK(context,
                    context->allocate_output(0, TensorShape({rows, n_out}), &output));
-    if (rows == 0 || n_out == 0) return;
-    const T* x = spikes.flat<T>().data();
-    const T* w = weights.flat<T>().data();
-    T* out = output->flat<T>().data();
-
-    auto rows_fn = [x, w, out, n_in, n_out](int64_t begin, int64_t end) {
-      std::vector<int64_t> active(n_in + 16);  // slack for 8-wide stores
-      for (int64_t r = begin; r < end; ++r) {
-        const T* xr = x + r * n_in;
-        T* o = out + r * n_out;
-        std::fill(o, o + n_out, T(0));
-        const int64_t count = CompactActive(xr, n_in, active.data());
-        const int64_t* act = active.data();
-        AddEvents(
-            o, n_out, count, [=](int64_t a) { return w + act[a] * n_out; },
-            [=](int64_t a) { return xr[act[a]]; });
-      }
-    };
-    // cost of a row: the scan for active inputs plus, at a typical 10 % activity, the updates
-    ParallelRange(context, rows, n_in + n_in * n_out / 10 + 1, rows_fn);
+    // without outputs the events are still recorded: the weight gradient [n_in, 0] is empty
+    // either way, but the list must describe `spikes`
+    EventRecorder<T> recorder(kRecord ? rows : 0);
+    EventRecorder<T>* record = kRecord ? &recorder : nullptr;
+    if (rows > 0 && (n_out > 0 || kRecord)) {
+      const T* x = spikes.flat<T>().data();
+      const T* w = weights.flat<T>().data();
+      T* out = output->flat<T>().data();
+      auto rows_fn = [x, w, out, n_in, n_out, record](int64_t begin, int64_t end) {
+        std::vector<int64_t> active(n_in + 16);  // slack for 8-wide stores
+        typename EventRecorder<T>::Shard* shard = record ? record->Open(begin) : nullptr;
+        for (int64_t r = begin; r < end; ++r) {
+          const T* xr = x + r * n_in;
+          T* o = out + r * n_out;
+          std::fill(o, o + n_out, T(0));
+          const int64_t count = CompactActive(xr, n_in, active.data());
+          const int64_t* act = active.data();
+          if (record) record->Add(shard, r, xr, act, count);
+          AddEvents(
+              o, n_out, count, [=](int64_t a) { return w + act[a] * n_out; },
+              [=](int64_t a) { return xr[act[a]]; });
+        }
+      };
+      // cost of a row: the scan for active inputs plus, at a typical 10 % activity, the updates
+      ParallelRange(context, rows, n_in + n_in * n_out / 10 + 1, rows_fn);
+    }
+    if (kRecord) OP_REQUIRES_OK(context, recorder.Write(context, 1));
   }
 };
+
+// The events of `spikes` rows, found by scanning them (SparseSpikeMatmulGradWeights).
+template <typename T>
+struct SpikesEventSource {
+  const T* x;
+  int64_t n_in;
+  int64_t MaxEvents(int64_t /*row*/) const { return n_in; }
+  // writes the active inputs of `row` and their values (room for MaxEvents + 16), returns
+  // their count
+  int64_t Gather(int64_t row, int64_t* inputs, T* values) const {
+    const T* xr = x + row * n_in;
+    const int64_t count = CompactActive(xr, n_in, inputs);
+    for (int64_t a = 0; a < count; ++a) values[a] = xr[inputs[a]];
+    return count;
+  }
+};
+
+// The events of a recorded list (SparseEventsGradWeights). An input index outside
+// [0, n_in) sets `bad` and is skipped; the op then fails.
+template <typename T>
+struct ListEventSource {
+  const int64_t* offsets;
+  const int32_t* inputs;
+  const T* values;
+  int64_t n_in;
+  std::atomic<bool>* bad;
+  int64_t MaxEvents(int64_t row) const { return offsets[row + 1] - offsets[row]; }
+  int64_t Gather(int64_t row, int64_t* out_inputs, T* out_values) const {
+    int64_t count = 0;
+    for (int64_t e = offsets[row]; e < offsets[row + 1]; ++e) {
+      const int64_t k = inputs[e];
+      if (k < 0 || k >= n_in) {
+        bad->store(true, std::memory_order_relaxed);
+        continue;
+      }
+      out_inputs[count] = k;
+      out_values[count] = values[e];
+      ++count;
+    }
+    return count;
+  }
+};
+
+// grad_weights [n_in, n_out] = sum over the events (r, k, value) of value * grad[r, :] into
+// row k, the events coming from `source` (scanned spikes or a recorded list).
+//
+// The rows are split into `parts` contiguous ranges, one per thread, each accumulating into
+// its own copy of grad_weights (part 0 into the output itself), summed at the end. A part
+// walks its rows in blocks small enough that the block's rows of `grad` stay in L2 (about
+// 128 KiB) and, per block:
+// 1. gathers the events of each row (from the source), counting the events per input;
+// 2. regroups the block's events by input (a counting sort of a few thousand entries that
+//    stays in L1/L2, rows in order within an input);
+// 3. per input with events, adds their rows of `grad` (from L2) into that input's row of
+//    grad_weights (held in L1 over the block), four at a time: the forward kernel's access
+//    pattern with `grad` in the role of the weights.
+// An earlier version sorted all events of the whole batch by input first (two extra passes
+// over every event through memory): the sort cost more than the accumulation itself.
+template <typename T, typename Source>
+void AccumulateGradWeights(OpKernelContext* context, int64_t rows, int64_t n_in,
+                           int64_t n_out, const T* g, T* dw, const Source& source) {
+  if (rows == 0 || n_in == 0 || n_out == 0) {
+    std::fill(dw, dw + n_in * n_out, T(0));
+    return;
+  }
+  const int64_t row_block = std::max<int64_t>(
+      16, std::min<int64_t>(rows, (128 << 10) / std::max<int64_t>(1, n_out * sizeof(T))));
+  int64_t parts = std::min<int64_t>(NumThreads(context), (rows + row_block - 1) / row_block);
+  // each extra part costs a copy of grad_weights: at most 64 MiB of them
+  while (parts > 1 && (parts - 1) * n_in * n_out * static_cast<int64_t>(sizeof(T)) >
+                          (int64_t{64} << 20)) {
+    --parts;
+  }
+  parts = std::max<int64_t>(parts, 1);
+  Tensor copies;
+  if (parts > 1) {
+    OP_REQUIRES_OK(context,
+                   context->allocate_temp(tensorflow::DataTypeToEnum<T>::value,
+                                          TensorShape({(parts - 1) * n_in * n_out}), &copies));
+  }
+  T* copy_data = parts > 1 ? copies.flat<T>().data() : nullptr;
+  const int64_t rows_per_part = (rows + parts - 1) / parts;
+  auto part_fn = [=, &source](int64_t part) {
+    T* d = part == 0 ? dw : copy_data + (part - 1) * n_in * n_out;
+    std::fill(d, d + n_in * n_out, T(0));
+    const int64_t r_begin = part * rows_per_part;
+    const int64_t r_end = std::min(rows, r_begin + rows_per_part);
+    std::vector<int64_t> inputs;                // the block's events: active input per event
+    std::vector<T> values;                      // and its value spikes[r, k]
+    std::vector<int64_t> row_count(row_block);  // events per row of the block
+    std::vector<int64_t> count(n_in);           // events per input, then the next slot
+    std::vector<int32_t> event_row;             // regrouped: row in the block, by input
+    std::vector<T> event_value;                 // the value of each regrouped event
+    const int64_t initial = row_block * std::min<int64_t>(n_in, n_in / 8 + 16) + n_in + 16;
+    inputs.resize(initial);
+    values.resize(initial);
+    for (int64_t b0 = r_begin; b0 < r_end; b0 += row_block) {
+      const int64_t b1 = std::min(r_end, b0 + row_block);
+      std::fill(count.begin(), count.end(), 0);
+      int64_t events = 0;
+      for (int64_t r = b0; r < b1; ++r) {
+        const int64_t room = events + source.MaxEvents(r) + 16;  // slack for 8-wide stores
+        if (static_cast<int64_t>(inputs.size()) < room) {
+          inputs.resize(2 * room);
+          values.resize(2 * room);
+        }
+        const int64_t c = source.Gather(r, inputs.data() + events, values.data() + events);
+        for (int64_t a = events; a < events + c; ++a) ++count[inputs[a]];
+        row_count[r - b0] = c;
+        events += c;
+      }
+      if (events == 0) continue;
+      if (static_cast<int64_t>(event_row.size()) < events) {
+        event_row.resize(events);
+        event_value.resize(events);
+      }
+      int64_t offset = 0;
+      for (int64_t k = 0; k < n_in; ++k) {
+        const int64_t c = count[k];
+        count[k] = offset;
+        offset += c;
+      }
+      for (int64_t r = b0, e = 0; r < b1; ++r) {
+        for (const int64_t stop = e + row_count[r - b0]; e < stop; ++e) {
+          const int64_t slot = count[inputs[e]]++;
+          event_row[slot] = static_cast<int32_t>(r - b0);
+          event_value[slot] = values[e];
+        }
+      }
+      // count[k] is now the end of input k's events (the start of input k + 1's)
+      const T* gb = g + b0 * n_out;
+      const int32_t* er = event_row.data();
+      const T* ev = event_value.data();
+      int64_t a = 0;
+      for (int64_t k = 0; k < n_in; ++k) {
+        const int64_t stop = count[k];
+        if (a == stop) continue;
+        const int32_t* rk = er + a;
+        const T* vk = ev + a;
+        AddEvents(
+            d + k * n_out, n_out, stop - a, [=](int64_t e) { return gb + rk[e] * n_out; },
+            [=](int64_t e) { return vk[e]; });
+        a = stop;
+      }
+    }
+  };
+  if (parts == 1) {
+    part_fn(0);
+    return;
+  }
+  ParallelRange(context, parts, rows_per_part * (n_in + n_in * n_out / 10) + 1,
+                [&part_fn](int64_t begin, int64_t end) {
+                  for (int64_t part = begin; part < end; ++part) part_fn(part);
+                });
+  // sum the copies into the output, in part order, a slice of inputs per thread
+  ParallelRange(context, n_in, parts * n_out + 1, [=](int64_t begin, int64_t end) {
+    for (int64_t part = 1; part < parts; ++part) {
+      const T* src = copy_data + (part - 1) * n_in * n_out;
+      T* __restrict out = dw + begin * n_out;
+      const T* __restrict in = src + begin * n_out;
+      for (int64_t i = 0; i < (end - begin) * n_out; ++i) out[i] += in[i];
+    }
+  });
+}
 
 template <typename T>
 class SparseSpikeMatmulGradWeightsOp : public OpKernel {
@@ -340,123 +657,70 @@ class SparseSpikeMatmulGradWeightsOp : public OpKernel {
     Tensor* output = nullptr;
     OP_REQUIRES_OK(context,
                    context->allocate_output(0, TensorShape({n_in, n_out}), &output));
-    T* dw = output->flat<T>().data();
-    if (rows == 0 || n_in == 0 || n_out == 0) {
-      std::fill(dw, dw + n_in * n_out, T(0));
-      return;
-    }
-    const T* x = spikes.flat<T>().data();
-    const T* g = grad.flat<T>().data();
+    const SpikesEventSource<T> source{spikes.flat<T>().data(), n_in};
+    AccumulateGradWeights(context, rows, n_in, n_out, grad.flat<T>().data(),
+                          output->flat<T>().data(), source);
+  }
+};
 
-    // The rows are split into `parts` contiguous ranges, one per thread, each accumulating
-    // into its own copy of grad_weights (part 0 into the output itself), summed at the end.
-    // A part walks its rows in blocks small enough that the block's rows of `grad` stay in
-    // L2 (about 128 KiB) and, per block:
-    // 1. finds the active inputs of each row (one sequential read of the block's `spikes`),
-    //    counting the events per input;
-    // 2. regroups the block's events by input (a counting sort of a few thousand entries that
-    //    stays in L1/L2, rows in order within an input);
-    // 3. per input with events, adds their rows of `grad` (from L2) into that input's row of
-    //    grad_weights (held in L1 over the block), four at a time: the forward kernel's access
-    //    pattern with `grad` in the role of the weights.
-    // An earlier version sorted all events of the whole batch by input first (two extra passes
-    // over every event through memory): the sort cost more than the accumulation itself.
-    const int64_t row_block = std::max<int64_t>(
-        16, std::min<int64_t>(rows, (128 << 10) / std::max<int64_t>(1, n_out * sizeof(T))));
-    int64_t parts = std::min<int64_t>(NumThreads(context), (rows + row_block - 1) / row_block);
-    // each extra part costs a copy of grad_weights: at most 64 MiB of them
-    while (parts > 1 && (parts - 1) * n_in * n_out * static_cast<int64_t>(sizeof(T)) >
-                            (int64_t{64} << 20)) {
-      --parts;
+template <typename T>
+class SparseEventsGradWeightsOp : public OpKernel {
+ public:
+  explicit SparseEventsGradWeightsOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const char* op = "SparseEventsGradWeights";
+    const Tensor& offsets_t = context->input(0);
+    const Tensor& inputs_t = context->input(1);
+    const Tensor& values_t = context->input(2);
+    const Tensor& grad = context->input(3);
+    const Tensor& n_in_t = context->input(4);
+    OP_REQUIRES_OK(context, CheckMatrix(grad, op, "grad"));
+    OP_REQUIRES(context, TensorShapeUtils::IsScalar(n_in_t.shape()),
+                errors::InvalidArgument(op, ": `n_in` must be a scalar, got shape ",
+                                        n_in_t.shape().DebugString()));
+    const int64_t n_in = n_in_t.scalar<int64_t>()();
+    OP_REQUIRES(context, n_in >= 0,
+                errors::InvalidArgument(op, ": `n_in` must be >= 0, got ", n_in));
+    const int64_t rows = grad.dim_size(0);
+    const int64_t n_out = grad.dim_size(1);
+    OP_REQUIRES(context,
+                TensorShapeUtils::IsVector(offsets_t.shape()) &&
+                    offsets_t.dim_size(0) == rows + 1,
+                errors::InvalidArgument(op, ": `event_offsets` must have shape [", rows + 1,
+                                        "] (rows of grad + 1), got ",
+                                        offsets_t.shape().DebugString()));
+    OP_REQUIRES(context,
+                TensorShapeUtils::IsVector(inputs_t.shape()) &&
+                    TensorShapeUtils::IsVector(values_t.shape()) &&
+                    inputs_t.dim_size(0) == values_t.dim_size(0),
+                errors::InvalidArgument(op, ": `event_inputs` and `event_values` must be "
+                                        "vectors of one length, got shapes ",
+                                        inputs_t.shape().DebugString(), " and ",
+                                        values_t.shape().DebugString()));
+    const int64_t events = inputs_t.dim_size(0);
+    const int64_t* offsets = offsets_t.flat<int64_t>().data();
+    OP_REQUIRES(context, offsets[0] == 0 && offsets[rows] == events,
+                errors::InvalidArgument(op, ": `event_offsets` must run from 0 to the ",
+                                        events, " events, got ", offsets[0], " to ",
+                                        offsets[rows]));
+    for (int64_t r = 0; r < rows; ++r) {
+      OP_REQUIRES(context, offsets[r] <= offsets[r + 1],
+                  errors::InvalidArgument(op, ": `event_offsets` must not decrease, got ",
+                                          offsets[r], " then ", offsets[r + 1], " at row ",
+                                          r));
     }
-    parts = std::max<int64_t>(parts, 1);
-    Tensor copies;
-    if (parts > 1) {
-      OP_REQUIRES_OK(context,
-                     context->allocate_temp(tensorflow::DataTypeToEnum<T>::value,
-                                            TensorShape({(parts - 1) * n_in * n_out}), &copies));
-    }
-    T* copy_data = parts > 1 ? copies.flat<T>().data() : nullptr;
-    const int64_t rows_per_part = (rows + parts - 1) / parts;
-    auto part_fn = [=](int64_t part) {
-      T* d = part == 0 ? dw : copy_data + (part - 1) * n_in * n_out;
-      std::fill(d, d + n_in * n_out, T(0));
-      const int64_t r_begin = part * rows_per_part;
-      const int64_t r_end = std::min(rows, r_begin + rows_per_part);
-      std::vector<int64_t> inputs;           // the block's events: active input per event
-      std::vector<int64_t> row_count(row_block);  // events per row of the block
-      std::vector<int64_t> count(n_in);           // events per input, then the next slot
-      std::vector<int32_t> event_row;             // regrouped: row in the block, by input
-      std::vector<T> event_value;                 // spikes[r, k] of each regrouped event
-      inputs.resize(row_block * std::min<int64_t>(n_in, n_in / 8 + 16) + n_in + 16);
-      for (int64_t b0 = r_begin; b0 < r_end; b0 += row_block) {
-        const int64_t b1 = std::min(r_end, b0 + row_block);
-        std::fill(count.begin(), count.end(), 0);
-        int64_t events = 0;
-        for (int64_t r = b0; r < b1; ++r) {
-          if (static_cast<int64_t>(inputs.size()) < events + n_in + 16) {
-            inputs.resize(2 * (events + n_in + 16));  // slack for 8-wide stores
-          }
-          const int64_t c = CompactActive(x + r * n_in, n_in, inputs.data() + events);
-          for (int64_t a = events; a < events + c; ++a) ++count[inputs[a]];
-          row_count[r - b0] = c;
-          events += c;
-        }
-        if (events == 0) continue;
-        if (static_cast<int64_t>(event_row.size()) < events) {
-          event_row.resize(events);
-          event_value.resize(events);
-        }
-        int64_t offset = 0;
-        for (int64_t k = 0; k < n_in; ++k) {
-          const int64_t c = count[k];
-          count[k] = offset;
-          offset += c;
-        }
-        for (int64_t r = b0, e = 0; r < b1; ++r) {
-          const T* xr = x + r * n_in;
-          for (const int64_t stop = e + row_count[r - b0]; e < stop; ++e) {
-            const int64_t k = inputs[e];
-            const int64_t slot = count[k]++;
-            event_row[slot] = static_cast<int32_t>(r - b0);
-            event_value[slot] = xr[k];
-          }
-        }
-        // count[k] is now the end of input k's events (the start of input k + 1's)
-        const T* gb = g + b0 * n_out;
-        const int32_t* er = event_row.data();
-        const T* ev = event_value.data();
-        int64_t a = 0;
-        for (int64_t k = 0; k < n_in; ++k) {
-          const int64_t stop = count[k];
-          if (a == stop) continue;
-          const int32_t* rk = er + a;
-          const T* vk = ev + a;
-          AddEvents(
-              d + k * n_out, n_out, stop - a, [=](int64_t e) { return gb + rk[e] * n_out; },
-              [=](int64_t e) { return vk[e]; });
-          a = stop;
-        }
-      }
-    };
-    if (parts == 1) {
-      part_fn(0);
-      return;
-    }
-    ParallelRange(context, parts, rows_per_part * (n_in + n_in * n_out / 10) + 1,
-                  [&part_fn](int64_t begin, int64_t end) {
-                    for (int64_t part = begin; part < end; ++part) part_fn(part);
-                  });
-    // sum the copies into the output, in part order, a slice of inputs per thread
-    ParallelRange(context, n_in, parts * n_out + 1,
-                  [=](int64_t begin, int64_t end) {
-                    for (int64_t part = 1; part < parts; ++part) {
-                      const T* src = copy_data + (part - 1) * n_in * n_out;
-                      T* __restrict out = dw + begin * n_out;
-                      const T* __restrict in = src + begin * n_out;
-                      for (int64_t i = 0; i < (end - begin) * n_out; ++i) out[i] += in[i];
-                    }
-                  });
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(0, TensorShape({n_in, n_out}), &output));
+    std::atomic<bool> bad{false};
+    const ListEventSource<T> source{offsets, inputs_t.flat<int32_t>().data(),
+                                    values_t.flat<T>().data(), n_in, &bad};
+    AccumulateGradWeights(context, rows, n_in, n_out, grad.flat<T>().data(),
+                          output->flat<T>().data(), source);
+    OP_REQUIRES(context, !bad.load(),
+                errors::InvalidArgument(op, ": `event_inputs` holds an index outside [0, ",
+                                        n_in, ")"));
   }
 };
 
@@ -546,8 +810,8 @@ class SparseLifStepOp : public OpKernel {
 // Each step's input current accumulates in the row of `membrane` that u[t] then overwrites,
 // so the [batch, T, n] currents are never written to memory and read back. The sums are
 // SparseSpikeMatmul's and the update LifScan's, in the same order: the outputs equal the two
-// ops in sequence. The gradient is LifScanGrad, then SparseSpikeMatmulGradWeights
-// (keras_spiking/ops.py).
+// ops in sequence. The gradient is LifScanGrad, then SparseEventsGradWeights on the events
+// recorded here (keras_spiking/ops.py).
 template <typename T>
 class SparseLifScanOp : public OpKernel {
  public:
@@ -589,7 +853,25 @@ class SparseLifScanOp : public OpKernel {
     OP_REQUIRES_OK(context, context->allocate_output(0, seq, &s_out_t));
     OP_REQUIRES_OK(context, context->allocate_output(1, seq, &u_out_t));
     OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({batch, n}), &v_out_t));
-    if (batch == 0 || n == 0) return;
+    OP_REQUIRES_OK(context, CheckEventIndexRange(n_in, op));
+    EventRecorder<T> recorder(batch * steps);
+    if (n == 0) {
+      // no neurons to update, but the event list must still describe `spikes`
+      const T* x = spikes.flat<T>().data();
+      auto scan_fn = [x, n_in, &recorder](int64_t begin, int64_t end) {
+        std::vector<int64_t> active(n_in + 16);
+        auto* shard = recorder.Open(begin);
+        for (int64_t r = begin; r < end; ++r) {
+          const T* xr = x + r * n_in;
+          recorder.Add(shard, r, xr, active.data(), CompactActive(xr, n_in, active.data()));
+        }
+      };
+      ParallelRange(context, batch * steps, n_in + 1, scan_fn);
+    }
+    if (batch == 0 || n == 0) {
+      OP_REQUIRES_OK(context, recorder.Write(context, 3));
+      return;
+    }
     const T* x = spikes.flat<T>().data();
     const T* w = weights.flat<T>().data();
     const T* v0 = v0_t.flat<T>().data();
@@ -599,8 +881,10 @@ class SparseLifScanOp : public OpKernel {
     T* u_out = u_out_t->flat<T>().data();
     T* v_out = v_out_t->flat<T>().data();
     const bool reset_zero = reset_zero_;
+    EventRecorder<T>* record = &recorder;
     auto rows_fn = [=](int64_t begin, int64_t end) {
       std::vector<int64_t> active(n_in + 16);  // slack for 8-wide stores
+      auto* shard = record->Open(begin * steps);
       for (int64_t b = begin; b < end; ++b) {
         T* __restrict v = v_out + b * n;
         std::copy(v0 + b * n, v0 + (b + 1) * n, v);
@@ -612,6 +896,7 @@ class SparseLifScanOp : public OpKernel {
           std::fill(u, u + n, T(0));
           const int64_t count = CompactActive(xr, n_in, active.data());
           const int64_t* act = active.data();
+          record->Add(shard, row, xr, act, count);
           AddEvents(
               u, n, count, [=](int64_t a) { return w + act[a] * n; },
               [=](int64_t a) { return xr[act[a]]; });
@@ -626,6 +911,7 @@ class SparseLifScanOp : public OpKernel {
       }
     };
     ParallelRange(context, batch, steps * (n_in + n_in * n / 10 + 6 * n) + 1, rows_fn);
+    OP_REQUIRES_OK(context, recorder.Write(context, 3));
   }
 
  private:
@@ -636,7 +922,15 @@ class SparseLifScanOp : public OpKernel {
   REGISTER_KERNEL_BUILDER(Name("KerasSpiking>SparseSpikeMatmul")              \
                               .Device(DEVICE_CPU)                              \
                               .TypeConstraint<T>("T"),                         \
-                          SparseSpikeMatmulOp<T>);                             \
+                          SparseSpikeMatmulOp<T, false>);                      \
+  REGISTER_KERNEL_BUILDER(Name("KerasSpiking>SparseSpikeMatmulEvents")        \
+                              .Device(DEVICE_CPU)                              \
+                              .TypeConstraint<T>("T"),                         \
+                          SparseSpikeMatmulOp<T, true>);                       \
+  REGISTER_KERNEL_BUILDER(Name("KerasSpiking>SparseEventsGradWeights")        \
+                              .Device(DEVICE_CPU)                              \
+                              .TypeConstraint<T>("T"),                         \
+                          SparseEventsGradWeightsOp<T>);                       \
   REGISTER_KERNEL_BUILDER(Name("KerasSpiking>SparseSpikeMatmulGradWeights")   \
                               .Device(DEVICE_CPU)                              \
                               .TypeConstraint<T>("T"),                         \

@@ -12,6 +12,9 @@ Two kinds of kernels accelerate the spiking layers on a CPU (sources in ``custom
 * :func:`lif_scan_with_input` runs both in one kernel for a LIF layer without bias or
   recurrent weights: each step's input current is summed from the active inputs and fed to the
   LIF update at once, so the ``[batch, T, n]`` currents never go through memory.
+* In a training step the forward event kernels also return the active inputs they found (a
+  compressed row list: offsets, input indices, values), and the weight gradient is computed
+  from that list, so the backward pass does not read the ``[rows, n_in]`` input again.
 * :func:`lif_scan`, :func:`cuba_lif_scan` and :func:`li_scan` run a whole ``[batch, T, n]``
   sequence of (non-recurrent) LIF, current-based LIF or leaky-integrator neurons in one op,
   and the surrogate-gradient BPTT backward in another, with the semantics of
@@ -345,6 +348,18 @@ def density_cutoff(n_out: int | None) -> float:
     return NARROW_DENSITY_CUTOFF
 
 
+def _no_events(dtype: tf.DType) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """An empty event list (the dense branch's stand-in for the event kernels' extra outputs)."""
+    return tf.zeros([0], tf.int64), tf.zeros([0], tf.int32), tf.zeros([0], dtype)
+
+
+def _events_grad_weights(lib, events, grad, flat):
+    """``flat^T @ grad`` from the event list the forward kernel recorded (``flat`` unread)."""
+    offsets, inputs, values = events
+    n_in = tf.shape(flat, out_type=tf.int64)[1]
+    return lib.keras_spiking_sparse_events_grad_weights(offsets, inputs, values, grad, n_in)
+
+
 def synaptic_input(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     """``inputs @ kernel`` by the event kernel when the inputs are sparse, else ``tf.matmul``.
 
@@ -360,10 +375,10 @@ def synaptic_input(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     @tf.custom_gradient
     def product(flat, kernel):
         use_events = input_density(flat) < cutoff
-        out = tf.cond(
+        out, *events = tf.cond(
             use_events,
-            lambda: lib.keras_spiking_sparse_spike_matmul(flat, kernel),
-            lambda: tf.matmul(flat, kernel),
+            lambda: tuple(lib.keras_spiking_sparse_spike_matmul_events(flat, kernel)),
+            lambda: (tf.matmul(flat, kernel), *_no_events(flat.dtype)),
         )
 
         def grad(g):
@@ -372,7 +387,7 @@ def synaptic_input(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
             g_flat = tf.matmul(g, kernel, transpose_b=True)
             g_kernel = tf.cond(
                 use_events,
-                lambda: lib.keras_spiking_sparse_spike_matmul_grad_weights(flat, g),
+                lambda: _events_grad_weights(lib, events, g, flat),
                 lambda: tf.matmul(flat, g, transpose_a=True),
             )
             return g_flat, g_kernel
@@ -469,8 +484,9 @@ def lif_scan_with_input(
     Below the density cutoff of :func:`synaptic_input` one kernel computes each step's input
     current from the active inputs and runs the LIF update on it (the ``[batch, T, n]``
     currents never go through memory); above it, ``tf.matmul`` and the LIF scan kernel. The
-    gradient is the LIF BPTT kernel, then the weight gradient of the branch taken (event
-    kernel or ``tf.matmul``) and the dense input gradient. Same numbers as
+    gradient is the LIF BPTT kernel, then the weight gradient of the branch taken (the event
+    kernel on the active inputs the forward kernel recorded, or ``tf.matmul``) and the dense
+    input gradient. Same numbers as
     ``lif_scan(synaptic_input(inputs, kernel), ...)``.
 
     Args:
@@ -512,9 +528,10 @@ def lif_scan_with_input(
                 tf.matmul(flat, kernel),
                 tf.concat([tf.shape(inputs)[:-1], tf.shape(kernel)[-1:]], 0),
             )
-            return tuple(lib.keras_spiking_lif_scan(currents, v0, beta, theta, reset=reset))
+            scanned = lib.keras_spiking_lif_scan(currents, v0, beta, theta, reset=reset)
+            return (*scanned, *_no_events(inputs.dtype))
 
-        spikes, membrane, v_last = tf.cond(
+        spikes, membrane, v_last, *events = tf.cond(
             use_events,
             lambda: tuple(
                 lib.keras_spiking_sparse_lif_scan(inputs, kernel, v0, beta, theta, reset=reset)
@@ -541,7 +558,7 @@ def lif_scan_with_input(
             g_inputs = tf.reshape(tf.matmul(g_flat, kernel, transpose_b=True), tf.shape(inputs))
             g_kernel = tf.cond(
                 use_events,
-                lambda: lib.keras_spiking_sparse_spike_matmul_grad_weights(flat, g_flat),
+                lambda: _events_grad_weights(lib, events, g_flat, flat),
                 lambda: tf.matmul(flat, g_flat, transpose_a=True),
             )
             return g_inputs, g_kernel, g_v0, g_beta

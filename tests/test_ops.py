@@ -401,7 +401,7 @@ def test_lif_scan_with_input_equals_twin(lib, rng, dtype, reset, detach_reset, d
             [batch, steps, n],
         )
         two_ops = lib.keras_spiking_lif_scan(currents, v0, beta, theta, reset=reset)
-        for a, b in zip(fused, two_ops, strict=True):
+        for a, b in zip(fused[:3], two_ops, strict=True):
             np.testing.assert_allclose(a, b, **_tol(dtype))
 
 
@@ -409,7 +409,7 @@ def test_sparse_lif_scan_shapes_and_errors(lib):
     op = lib.keras_spiking_sparse_lif_scan
     theta = tf.constant(1.0)
     for batch, steps, n_in, n in [(0, 4, 3, 2), (2, 0, 3, 2), (2, 4, 0, 2), (2, 4, 3, 0)]:
-        spikes, membrane, v_last = op(
+        spikes, membrane, v_last, offsets, inputs, values = op(
             tf.ones((batch, steps, n_in)),
             tf.ones((n_in, n)),
             tf.fill([batch, n], 0.5),
@@ -418,6 +418,11 @@ def test_sparse_lif_scan_shapes_and_errors(lib):
         )
         assert spikes.shape == membrane.shape == (batch, steps, n)
         np.testing.assert_array_equal(v_last, np.full((batch, n), 0.5))
+        # every input is active: the event list names all of them, also with no neurons
+        rows = batch * steps
+        np.testing.assert_array_equal(offsets, np.arange(rows + 1) * n_in)
+        np.testing.assert_array_equal(inputs, np.tile(np.arange(n_in), rows))
+        np.testing.assert_array_equal(values, np.ones(rows * n_in))
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="rank"):
         op(tf.ones((2, 3)), tf.ones((3, 2)), tf.zeros((2, 2)), tf.ones(2), theta)
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
