@@ -112,6 +112,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="default",
         help="OMP_WAIT_POLICY for torch's OpenMP threads (see train_step.py)",
     )
+    parser.add_argument(
+        "--order",
+        choices=("interleaved", "rounds"),
+        default="interleaved",
+        help="part (a): 'interleaved' times one step of each row per round (each step starts "
+        "cold, after another implementation's); 'rounds' times 5 back-to-back steps of each "
+        "row per round, after one untimed step (warm steps, as in a training loop)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--skip",
@@ -356,12 +364,15 @@ def part_a(args, tf, keras, ks, versions, problems) -> dict:
     print()
 
     rows = [row for case in cases for row in case.rows]
-    print(
-        f"### Timings: {args.warmup} warm-up + {args.repeats} timed steps per row, all "
-        f"{len(rows)} rows interleaved"
+    how = (
+        f"all {len(rows)} rows interleaved"
+        if args.order == "interleaved"
+        else f"in rounds of {ts.ROUND_STEPS} back-to-back steps per row (after one untimed "
+        f"step), the {len(rows)} rows alternating"
     )
+    print(f"### Timings: {args.warmup} warm-up + {args.repeats} timed steps per row, {how}")
     print()
-    ts.run_timings(rows, args.warmup, args.repeats, "interleaved")
+    ts.run_timings(rows, args.warmup, args.repeats, args.order)
     print("| activity | implementation | median (ms) | IQR (ms) | time / custom ops |")
     print("|---|---|---:|---:|---:|")
     summary = {}

@@ -98,7 +98,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=20, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per row")
     parser.add_argument("--train-steps", type=int, default=8, help="steps of the loss check")
-    parser.add_argument("--order", choices=("interleaved", "blocks"), default="interleaved")
+    parser.add_argument(
+        "--order", choices=("interleaved", "rounds", "blocks"), default="interleaved"
+    )
     parser.add_argument(
         "--omp-wait-policy",
         choices=("default", "passive", "active"),
@@ -460,7 +462,20 @@ class TorchSide:
 # ------------------------------------------------------------------------------------------
 # Timing and reporting
 # ------------------------------------------------------------------------------------------
+ROUND_STEPS = 5  # timed steps per row and round in the "rounds" order
+
+
 def run_timings(rows: list[Row], warmup: int, repeats: int, order: str) -> None:
+    """Times ``repeats`` steps of every row (after ``warmup`` untimed ones) in ``order``.
+
+    * ``interleaved``: one step of each row per round. Every timed step follows another
+      implementation's step, so it starts cold: the previous row's data has displaced its
+      own from the caches, and torch's OpenMP threads may still be spinning on the cores.
+    * ``rounds``: per round, each row runs one untimed step and then ``ROUND_STEPS`` timed
+      steps back to back, as steps follow each other in a training loop; rounds alternate
+      the rows, so slow drifts of the machine's load still hit all rows alike.
+    * ``blocks``: all steps of one row, then the next.
+    """
     for row in rows:
         for _ in range(warmup):
             row.step()
@@ -474,6 +489,15 @@ def run_timings(rows: list[Row], warmup: int, repeats: int, order: str) -> None:
         for row in rows:
             for _ in range(repeats):
                 timed(row)
+    elif order == "rounds":
+        done = 0
+        while done < repeats:
+            block = min(ROUND_STEPS, repeats - done)
+            for row in rows:
+                row.step()
+                for _ in range(block):
+                    timed(row)
+            done += block
     else:
         for _ in range(repeats):
             for row in rows:

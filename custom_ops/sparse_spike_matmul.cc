@@ -14,7 +14,8 @@
 // The forward kernels that feed a training step (KerasSpiking>SparseSpikeMatmulEvents and
 // KerasSpiking>SparseLifScan) also return the active inputs they found, as a compressed row
 // list: event_offsets [rows + 1] (int64), event_inputs (int32 input index k) and event_values
-// (spikes[r, k]); the events of row r are entries event_offsets[r] to event_offsets[r + 1].
+// (spikes[r, k], or empty when every one is exactly 1, as for binary spikes); the events of
+// row r are entries event_offsets[r] to event_offsets[r + 1].
 // KerasSpiking>SparseEventsGradWeights computes the weight gradient from that list, so the
 // backward pass does not read `spikes` (rows x n_in, often the largest tensor of the step)
 // again.
@@ -347,30 +348,51 @@ inline int64_t CompactActive<float>(const float* __restrict x, int64_t n,
 // The active inputs a forward kernel finds, kept for SparseEventsGradWeights. The kernel's
 // threads each take a contiguous range of rows (a shard) and record its rows in order; Write
 // lays the shards out as event_offsets / event_inputs / event_values (outputs first_output to
-// first_output + 2). The list costs 4 + sizeof(T) bytes per event, against n_in x sizeof(T)
-// per row for reading `spikes` again.
+// first_output + 2). event_values is empty when every recorded value is exactly 1 (binary
+// spikes, the usual case), so the list costs 4 bytes per event, against n_in x sizeof(T) per
+// row for reading `spikes` again (4 + sizeof(T) per event for graded inputs).
 template <typename T>
 class EventRecorder {
  public:
   struct Shard {
     std::vector<int32_t> inputs;
-    std::vector<T> values;
+    std::vector<T> values;  // empty while every value of the shard is 1
+    bool graded = false;    // a value other than 1 was seen: `values` holds them all
   };
 
   explicit EventRecorder(int64_t rows) : counts_(rows, 0) {}
 
-  // The shard whose first row is `first_row` (each thread opens its own).
-  Shard* Open(int64_t first_row) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return &shards_[first_row];
+  // The shard of rows [first_row, first_row + rows) of n_in inputs each (each thread opens its
+  // own). Room for about 1 in 8 inputs active is reserved up front (address space only, the
+  // pages are touched as events arrive), so that the usual shard never reallocates.
+  Shard* Open(int64_t first_row, int64_t rows, int64_t n_in) {
+    Shard* shard;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      shard = &shards_[first_row];
+    }
+    shard->inputs.reserve(rows * std::min<int64_t>(n_in, n_in / 8 + 4));
+    return shard;
   }
 
   void Add(Shard* shard, int64_t row, const T* x_row, const int64_t* active, int64_t count) {
     counts_[row] = count;
+    const size_t start = shard->inputs.size();
+    shard->inputs.resize(start + count);
+    int32_t* __restrict inputs = shard->inputs.data() + start;
+    bool unit = true;
     for (int64_t a = 0; a < count; ++a) {
-      shard->inputs.push_back(static_cast<int32_t>(active[a]));
-      shard->values.push_back(x_row[active[a]]);
+      inputs[a] = static_cast<int32_t>(active[a]);
+      unit &= x_row[active[a]] == T(1);
     }
+    if (unit && !shard->graded) return;
+    if (!shard->graded) {
+      shard->graded = true;
+      shard->values.assign(start, T(1));  // the shard's earlier events were all 1
+    }
+    shard->values.resize(start + count);
+    T* __restrict values = shard->values.data() + start;
+    for (int64_t a = 0; a < count; ++a) values[a] = x_row[active[a]];
   }
 
   Status Write(OpKernelContext* context, int first_output) {
@@ -382,16 +404,33 @@ class EventRecorder {
     offsets[0] = 0;
     for (int64_t r = 0; r < rows; ++r) offsets[r + 1] = offsets[r] + counts_[r];
     const int64_t events = offsets[rows];
+    bool graded = false;
+    std::vector<std::pair<int64_t, const Shard*>> shards;
+    for (const auto& [first_row, shard] : shards_) {
+      shards.emplace_back(first_row, &shard);
+      graded |= shard.graded;
+    }
     TF_RETURN_IF_ERROR(
         context->allocate_output(first_output + 1, TensorShape({events}), &inputs_t));
-    TF_RETURN_IF_ERROR(
-        context->allocate_output(first_output + 2, TensorShape({events}), &values_t));
+    TF_RETURN_IF_ERROR(context->allocate_output(
+        first_output + 2, TensorShape({graded ? events : 0}), &values_t));
     int32_t* inputs = inputs_t->flat<int32_t>().data();
     T* values = values_t->flat<T>().data();
-    for (const auto& [first_row, shard] : shards_) {
-      std::copy(shard.inputs.begin(), shard.inputs.end(), inputs + offsets[first_row]);
-      std::copy(shard.values.begin(), shard.values.end(), values + offsets[first_row]);
-    }
+    // one shard per thread, copied by as many threads
+    ParallelRange(context, static_cast<int64_t>(shards.size()), events + 1,
+                  [&](int64_t begin, int64_t end) {
+                    for (int64_t i = begin; i < end; ++i) {
+                      const auto& [first_row, shard] = shards[i];
+                      const int64_t at = offsets[first_row];
+                      std::copy(shard->inputs.begin(), shard->inputs.end(), inputs + at);
+                      if (!graded) continue;
+                      if (shard->graded) {
+                        std::copy(shard->values.begin(), shard->values.end(), values + at);
+                      } else {
+                        std::fill_n(values + at, shard->inputs.size(), T(1));
+                      }
+                    }
+                  });
     return Status();
   }
 
@@ -453,7 +492,7 @@ class SparseSpikeMatmulOp : public OpKernel {
       T* out = output->flat<T>().data();
       auto rows_fn = [x, w, out, n_in, n_out, record](int64_t begin, int64_t end) {
         std::vector<int64_t> active(n_in + 16);  // slack for 8-wide stores
-        typename EventRecorder<T>::Shard* shard = record ? record->Open(begin) : nullptr;
+        typename EventRecorder<T>::Shard* shard = record ? record->Open(begin, end - begin, n_in) : nullptr;
         for (int64_t r = begin; r < end; ++r) {
           const T* xr = x + r * n_in;
           T* o = out + r * n_out;
@@ -489,8 +528,8 @@ struct SpikesEventSource {
   }
 };
 
-// The events of a recorded list (SparseEventsGradWeights). An input index outside
-// [0, n_in) sets `bad` and is skipped; the op then fails.
+// The events of a recorded list (SparseEventsGradWeights); values == nullptr: every value is
+// 1. An input index outside [0, n_in) sets `bad` and is skipped; the op then fails.
 template <typename T>
 struct ListEventSource {
   const int64_t* offsets;
@@ -508,7 +547,7 @@ struct ListEventSource {
         continue;
       }
       out_inputs[count] = k;
-      out_values[count] = values[e];
+      out_values[count] = values != nullptr ? values[e] : T(1);
       ++count;
     }
     return count;
@@ -693,9 +732,11 @@ class SparseEventsGradWeightsOp : public OpKernel {
     OP_REQUIRES(context,
                 TensorShapeUtils::IsVector(inputs_t.shape()) &&
                     TensorShapeUtils::IsVector(values_t.shape()) &&
-                    inputs_t.dim_size(0) == values_t.dim_size(0),
-                errors::InvalidArgument(op, ": `event_inputs` and `event_values` must be "
-                                        "vectors of one length, got shapes ",
+                    (values_t.dim_size(0) == 0 ||
+                     inputs_t.dim_size(0) == values_t.dim_size(0)),
+                errors::InvalidArgument(op, ": `event_values` must be a vector of the length "
+                                        "of `event_inputs` (or empty: all values 1), got "
+                                        "shapes ",
                                         inputs_t.shape().DebugString(), " and ",
                                         values_t.shape().DebugString()));
     const int64_t events = inputs_t.dim_size(0);
@@ -714,8 +755,9 @@ class SparseEventsGradWeightsOp : public OpKernel {
     OP_REQUIRES_OK(context,
                    context->allocate_output(0, TensorShape({n_in, n_out}), &output));
     std::atomic<bool> bad{false};
-    const ListEventSource<T> source{offsets, inputs_t.flat<int32_t>().data(),
-                                    values_t.flat<T>().data(), n_in, &bad};
+    const T* values = values_t.dim_size(0) > 0 ? values_t.flat<T>().data() : nullptr;
+    const ListEventSource<T> source{offsets, inputs_t.flat<int32_t>().data(), values, n_in,
+                                    &bad};
     AccumulateGradWeights(context, rows, n_in, n_out, grad.flat<T>().data(),
                           output->flat<T>().data(), source);
     OP_REQUIRES(context, !bad.load(),
@@ -860,7 +902,7 @@ class SparseLifScanOp : public OpKernel {
       const T* x = spikes.flat<T>().data();
       auto scan_fn = [x, n_in, &recorder](int64_t begin, int64_t end) {
         std::vector<int64_t> active(n_in + 16);
-        auto* shard = recorder.Open(begin);
+        auto* shard = recorder.Open(begin, end - begin, n_in);
         for (int64_t r = begin; r < end; ++r) {
           const T* xr = x + r * n_in;
           recorder.Add(shard, r, xr, active.data(), CompactActive(xr, n_in, active.data()));
@@ -884,7 +926,7 @@ class SparseLifScanOp : public OpKernel {
     EventRecorder<T>* record = &recorder;
     auto rows_fn = [=](int64_t begin, int64_t end) {
       std::vector<int64_t> active(n_in + 16);  // slack for 8-wide stores
-      auto* shard = record->Open(begin * steps);
+      auto* shard = record->Open(begin * steps, (end - begin) * steps, n_in);
       for (int64_t b = begin; b < end; ++b) {
         T* __restrict v = v_out + b * n;
         std::copy(v0 + b * n, v0 + (b + 1) * n, v);

@@ -39,7 +39,10 @@ def _assert_events(got, x):
     offsets, inputs, values = _events_of(x)
     np.testing.assert_array_equal(got[0], offsets)
     np.testing.assert_array_equal(got[1], inputs)
-    np.testing.assert_array_equal(got[2], values)  # copied, not computed: exact
+    if np.all(values == 1):  # binary spikes: no values are kept
+        assert got[2].shape == (0,)
+    else:
+        np.testing.assert_array_equal(got[2], values)  # copied, not computed: exact
     assert got[0].dtype == tf.int64 and got[1].dtype == tf.int32
 
 
@@ -149,7 +152,7 @@ def _bad_case():
         ({"event_offsets": tf.constant([0, 4, 3], tf.int64)}, "decrease"),
         ({"event_inputs": tf.constant([0, 4, 1], tf.int32)}, r"outside \[0, 4\)"),
         ({"event_inputs": tf.constant([0, -1, 1], tf.int32)}, r"outside \[0, 4\)"),
-        ({"event_values": tf.constant([1.0, 1.0])}, "one length"),
+        ({"event_values": tf.constant([1.0, 1.0])}, "length of `event_inputs`"),
         ({"n_in": tf.constant(-1, tf.int64)}, "n_in"),
         ({"n_in": tf.constant([4], tf.int64)}, "n_in|rank"),
         ({"grad": tf.ones((2, 5, 1))}, "rank|matrix"),
@@ -162,9 +165,32 @@ def test_events_grad_weights_rejects_bad_lists(lib, change, message):
 
 
 def test_events_grad_weights_valid_case_runs(lib):
-    """The base of the bad-list cases is itself valid (so each failure above is its change)."""
-    got = lib.keras_spiking_sparse_events_grad_weights(**_bad_case())
-    np.testing.assert_array_equal(got, [[1.0] * 5, [1.0] * 5, [0.0] * 5, [1.0] * 5])
+    """The base of the bad-list cases is itself valid (so each failure above is its change),
+    and an empty event_values stands for values that are all 1."""
+    want = [[1.0] * 5, [1.0] * 5, [0.0] * 5, [1.0] * 5]
+    np.testing.assert_array_equal(lib.keras_spiking_sparse_events_grad_weights(**_bad_case()), want)
+    no_values = {**_bad_case(), "event_values": tf.zeros([0])}
+    np.testing.assert_array_equal(lib.keras_spiking_sparse_events_grad_weights(**no_values), want)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("graded_row", [None, 0, 150, 299], ids=["binary", "first", "mid", "last"])
+def test_binary_spikes_keep_no_values_and_one_graded_row_keeps_all(lib, rng, dtype, graded_row):
+    """Binary spikes record input indices only; one graded value anywhere (in any thread's
+    rows) makes the list keep every value, the 1s of the other rows included."""
+    x = (rng.random((300, 64)) < 0.1).astype(dtype.as_numpy_dtype)
+    if graded_row is not None:
+        x[graded_row, 5] = 0.5
+    grad = rng.normal(size=(300, 48))
+    _, *events = lib.keras_spiking_sparse_spike_matmul_events(
+        tf.constant(x), tf.zeros((64, 1), dtype)
+    )
+    _assert_events(events, x)
+    got = lib.keras_spiking_sparse_events_grad_weights(
+        *events, tf.constant(grad, dtype), tf.constant(64, tf.int64)
+    )
+    want = x.T @ grad
+    np.testing.assert_allclose(got, want, rtol=0, atol=_grad_tolerance(want, dtype))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
