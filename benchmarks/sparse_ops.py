@@ -22,6 +22,10 @@ initial weights) all come from ``train_step.py``. Rows per activity:
 * **pure TF**: the same model with ``use_custom_ops=False``: dense matmuls and the XLA scans.
 * **snnTorch**, **Norse**: the peers of ``train_step.py``, when importable.
 
+``--order rounds`` times part (a) in rounds of back-to-back steps per row instead of one step
+per row and round (see ``train_step.run_timings``): each timed step then follows a step of the
+same implementation, as in a training loop, instead of starting cold after another one's.
+
 (b) Streaming inference
 -----------------------
 Batch 1, one time step per call, a 1024 -> 1024 LIF layer (beta = exp(-1/20), threshold 1,
@@ -49,9 +53,11 @@ depend on it; the firing rate is printed).
 
 (c) Event-kernel throughput and the roofline
 --------------------------------------------
-The raw kernels ``SparseSpikeMatmul`` (forward) and ``SparseSpikeMatmulGradWeights`` on
-``rows = batch x T = 6400`` rows for 700 -> 256 and 1024 -> 1024 at each activity, next to
-``tf.matmul`` doing the same product densely. Synaptic events = (active inputs) x n_out; each
+The raw kernels ``SparseSpikeMatmul`` (forward), ``SparseSpikeMatmulGradWeights`` (weight
+gradient, scanning the spikes) and ``SparseEventsGradWeights`` (weight gradient from the event
+list the forward kernel recorded, as in a training step) on ``rows = batch x T = 6400`` rows
+for 700 -> 256 and 1024 -> 1024 at each activity, next to ``tf.matmul`` doing the same product
+densely. Synaptic events = (active inputs) x n_out; each
 event reads one float32 weight (forward) or one float32 output gradient (weight gradient), so
 the kernel touches ``events x 4`` bytes, reported per second and as a fraction of the memory
 bandwidth measured in the same run (the larger of a numpy copy of ``--bandwidth-mb`` MB, counted
@@ -712,6 +718,9 @@ def part_c(args, tf, ks) -> dict:
             x = tf.constant(x_np)
             active = int(np.count_nonzero(x_np))
             case = f"{n_in}->{n_out}, {pct(density)}"
+            # the event list a training forward pass records (SparseSpikeMatmulEvents)
+            events = lib.keras_spiking_sparse_spike_matmul_events(x, weights)[1:]
+            n_in_t = tf.constant(n_in, tf.int64)
             pairs = {
                 "forward": (
                     lambda x=x, w=weights: lib.keras_spiking_sparse_spike_matmul(x, w),
@@ -719,6 +728,12 @@ def part_c(args, tf, ks) -> dict:
                 ),
                 "weight gradient": (
                     lambda x=x, g=grad: lib.keras_spiking_sparse_spike_matmul_grad_weights(x, g),
+                    lambda x=x, g=grad: tf.matmul(x, g, transpose_a=True),
+                ),
+                "weight gradient from the event list": (
+                    lambda e=events, g=grad, n=n_in_t: lib.keras_spiking_sparse_events_grad_weights(
+                        *e, g, n
+                    ),
                     lambda x=x, g=grad: tf.matmul(x, g, transpose_a=True),
                 ),
             }
