@@ -284,66 +284,18 @@ inline void AddEventsNarrow(float* __restrict o, int64_t n, int64_t count, RowFn
 }
 #endif
 
-#ifdef __AVX512F__
-// Wide rows, one column chunk of kVectors x 16 floats: the chunk of o stays in registers over
-// all events, so o is loaded and stored once however many events there are (the generic loop
-// passes over o once per four events, and once per event for the last count % 4). Unmasked
-// loads: AVX-512 has eight mask registers, and a mask per vector would spill.
-template <int kVectors, typename RowFn, typename ValueFn>
-inline void AddEventsChunk(float* __restrict o, int64_t count, RowFn row, ValueFn value) {
-  __m512 acc[kVectors];
-  for (int i = 0; i < kVectors; ++i) acc[i] = _mm512_loadu_ps(o + 16 * i);
-  for (int64_t a = 0; a < count; ++a) {
-    const float* w = row(a);
-    const __m512 c = _mm512_set1_ps(value(a));
-    for (int i = 0; i < kVectors; ++i) {
-      acc[i] = _mm512_fmadd_ps(c, _mm512_loadu_ps(w + 16 * i), acc[i]);
-    }
-  }
-  for (int i = 0; i < kVectors; ++i) _mm512_storeu_ps(o + 16 * i, acc[i]);
-}
-
-// o[0:n) for n > 64: column chunks of up to 256 floats (16 of the 32 vector registers), then
-// the last n % 16 floats with one masked vector.
-template <typename RowFn, typename ValueFn>
-inline void AddEventsWide(float* __restrict o, int64_t n, int64_t count, RowFn row,
-                          ValueFn value) {
-  const int64_t full = n / 16;  // whole vectors
-  for (int64_t v0 = 0; v0 < full; v0 += 16) {
-    const int64_t j0 = 16 * v0;
-    auto chunk_row = [&row, j0](int64_t a) { return row(a) + j0; };
-    switch (std::min<int64_t>(16, full - v0)) {
-#define KS_CHUNK_CASE(k)                                \
-  case k:                                               \
-    AddEventsChunk<k>(o + j0, count, chunk_row, value); \
-    break;
-      KS_CHUNK_CASE(1) KS_CHUNK_CASE(2) KS_CHUNK_CASE(3) KS_CHUNK_CASE(4)
-      KS_CHUNK_CASE(5) KS_CHUNK_CASE(6) KS_CHUNK_CASE(7) KS_CHUNK_CASE(8)
-      KS_CHUNK_CASE(9) KS_CHUNK_CASE(10) KS_CHUNK_CASE(11) KS_CHUNK_CASE(12)
-      KS_CHUNK_CASE(13) KS_CHUNK_CASE(14) KS_CHUNK_CASE(15) KS_CHUNK_CASE(16)
-#undef KS_CHUNK_CASE
-      default: break;
-    }
-  }
-  if (n % 16 != 0) {
-    const int64_t j0 = 16 * full;
-    AddEventsNarrow<1>(o + j0, n - j0, count, [&row, j0](int64_t a) { return row(a) + j0; },
-                       value);
-  }
-}
-#endif
-
 template <typename T, typename RowFn, typename ValueFn>
 inline void AddEvents(T* __restrict o, int64_t n, int64_t count, RowFn row, ValueFn value) {
 #ifdef __AVX512F__
   if constexpr (std::is_same_v<T, float>) {
-    if (count <= 0) return;
-    switch ((n + 15) / 16) {
-      case 1: return AddEventsNarrow<1>(o, n, count, row, value);
-      case 2: return AddEventsNarrow<2>(o, n, count, row, value);
-      case 3: return AddEventsNarrow<3>(o, n, count, row, value);
-      case 4: return AddEventsNarrow<4>(o, n, count, row, value);
-      default: return AddEventsWide(o, n, count, row, value);
+    if (count > 0 && n <= 64) {
+      switch ((n + 15) / 16) {
+        case 1: return AddEventsNarrow<1>(o, n, count, row, value);
+        case 2: return AddEventsNarrow<2>(o, n, count, row, value);
+        case 3: return AddEventsNarrow<3>(o, n, count, row, value);
+        case 4: return AddEventsNarrow<4>(o, n, count, row, value);
+        default: break;
+      }
     }
   }
 #endif
