@@ -188,8 +188,8 @@ def main(argv=None) -> int:
     print()
     print(
         f"Sum of the parts (net): {sum_median:.2f} ms of medians, {sum_best:.2f} ms of best "
-        f"calls; the warm step's median is {step_ms:.2f} ms = {step_ms / sum_median:.2f}x the "
-        f"sum of medians."
+        f"calls; the warm step's median is {step_ms:.2f} ms = "
+        f"{step_ms / max(sum_median, 1e-9):.2f}x the sum of medians."
     )
     return 0
 

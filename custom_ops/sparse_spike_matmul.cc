@@ -21,7 +21,6 @@
 // again.
 
 #include <algorithm>
-#include <atomic>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -364,7 +363,7 @@ class EventRecorder {
 
   // The shard of rows [first_row, first_row + rows) of n_in inputs each (each thread opens its
   // own; nullptr for no rows, which record nothing). Room for about 1 in 8 inputs active, up
-  // to 16 Mi events, is reserved up front (address space only, the pages are touched as
+  // to 1 Mi events, is reserved up front (address space only, the pages are touched as
   // events arrive), so that the usual shard never reallocates.
   Shard* Open(int64_t first_row, int64_t rows, int64_t n_in) {
     if (rows <= 0) return nullptr;
@@ -374,7 +373,7 @@ class EventRecorder {
       shard = &shards_[first_row];
     }
     const int64_t per_row = std::max<int64_t>(1, std::min<int64_t>(n_in, n_in / 8 + 4));
-    shard->inputs.reserve(std::min<int64_t>(rows, (int64_t{1} << 24) / per_row) * per_row);
+    shard->inputs.reserve(std::min<int64_t>(rows, (int64_t{1} << 20) / per_row) * per_row);
     return shard;
   }
 
@@ -521,6 +520,10 @@ struct SpikesEventSource {
   const T* x;
   int64_t n_in;
   int64_t MaxEvents(int64_t /*row*/) const { return n_in; }
+  // first size of the event buffers of a block of `rows` rows (they grow when needed)
+  int64_t InitialCapacity(int64_t rows) const {
+    return rows * std::min<int64_t>(n_in, n_in / 8 + 16) + n_in + 16;
+  }
   // writes the active inputs of `row` and their values (room for MaxEvents + 16), returns
   // their count
   int64_t Gather(int64_t row, int64_t* inputs, T* values) const {
@@ -531,27 +534,20 @@ struct SpikesEventSource {
   }
 };
 
-// The events of a recorded list (SparseEventsGradWeights); values == nullptr: every value is
-// 1. An input index outside [0, n_in) sets `bad` and is skipped; the op then fails.
+// The events of a recorded list (SparseEventsGradWeights), its indices already checked to lie
+// in [0, n_in); values == nullptr: every value is 1.
 template <typename T>
 struct ListEventSource {
   const int64_t* offsets;
   const int32_t* inputs;
   const T* values;
-  int64_t n_in;
-  std::atomic<bool>* bad;
   int64_t MaxEvents(int64_t row) const { return offsets[row + 1] - offsets[row]; }
+  int64_t InitialCapacity(int64_t /*rows*/) const { return 4096; }
   int64_t Gather(int64_t row, int64_t* out_inputs, T* out_values) const {
-    int64_t count = 0;
-    for (int64_t e = offsets[row]; e < offsets[row + 1]; ++e) {
-      const int64_t k = inputs[e];
-      if (k < 0 || k >= n_in) {
-        bad->store(true, std::memory_order_relaxed);
-        continue;
-      }
-      out_inputs[count] = k;
-      out_values[count] = values != nullptr ? values[e] : T(1);
-      ++count;
+    const int64_t begin = offsets[row], count = offsets[row + 1] - begin;
+    for (int64_t a = 0; a < count; ++a) {
+      out_inputs[a] = inputs[begin + a];
+      out_values[a] = values != nullptr ? values[begin + a] : T(1);
     }
     return count;
   }
@@ -607,9 +603,8 @@ void AccumulateGradWeights(OpKernelContext* context, int64_t rows, int64_t n_in,
     std::vector<int64_t> count(n_in);           // events per input, then the next slot
     std::vector<int32_t> event_row;             // regrouped: row in the block, by input
     std::vector<T> event_value;                 // the value of each regrouped event
-    const int64_t initial = row_block * std::min<int64_t>(n_in, n_in / 8 + 16) + n_in + 16;
-    inputs.resize(initial);
-    values.resize(initial);
+    inputs.resize(source.InitialCapacity(row_block));
+    values.resize(source.InitialCapacity(row_block));
     for (int64_t b0 = r_begin; b0 < r_end; b0 += row_block) {
       const int64_t b1 = std::min(r_end, b0 + row_block);
       std::fill(count.begin(), count.end(), 0);
@@ -722,8 +717,11 @@ class SparseEventsGradWeightsOp : public OpKernel {
                 errors::InvalidArgument(op, ": `n_in` must be a scalar, got shape ",
                                         n_in_t.shape().DebugString()));
     const int64_t n_in = n_in_t.scalar<int64_t>()();
-    OP_REQUIRES(context, n_in >= 0,
-                errors::InvalidArgument(op, ": `n_in` must be >= 0, got ", n_in));
+    // every index of the list is an int32, so no wider input count can be meant
+    OP_REQUIRES(context, n_in >= 0 && n_in <= int64_t{std::numeric_limits<int32_t>::max()},
+                errors::InvalidArgument(op, ": `n_in` must be in [0, 2^31 - 1] (the event "
+                                        "indices are int32), got ",
+                                        n_in));
     const int64_t rows = grad.dim_size(0);
     const int64_t n_out = grad.dim_size(1);
     OP_REQUIRES(context,
@@ -754,18 +752,20 @@ class SparseEventsGradWeightsOp : public OpKernel {
                                           offsets[r], " then ", offsets[r + 1], " at row ",
                                           r));
     }
+    const int32_t* inputs = inputs_t.flat<int32_t>().data();
+    for (int64_t e = 0; e < events; ++e) {
+      OP_REQUIRES(context, inputs[e] >= 0 && inputs[e] < n_in,
+                  errors::InvalidArgument(op, ": `event_inputs` holds ", inputs[e],
+                                          " at entry ", e, ", outside [0, ", n_in, ")"));
+    }
+    TensorShape shape;  // n_in x n_out may overflow: a checked build, not the constructor
+    OP_REQUIRES_OK(context, TensorShape::BuildTensorShape({n_in, n_out}, &shape));
     Tensor* output = nullptr;
-    OP_REQUIRES_OK(context,
-                   context->allocate_output(0, TensorShape({n_in, n_out}), &output));
-    std::atomic<bool> bad{false};
+    OP_REQUIRES_OK(context, context->allocate_output(0, shape, &output));
     const T* values = values_t.dim_size(0) > 0 ? values_t.flat<T>().data() : nullptr;
-    const ListEventSource<T> source{offsets, inputs_t.flat<int32_t>().data(), values, n_in,
-                                    &bad};
+    const ListEventSource<T> source{offsets, inputs, values};
     AccumulateGradWeights(context, rows, n_in, n_out, grad.flat<T>().data(),
                           output->flat<T>().data(), source);
-    OP_REQUIRES(context, !bad.load(),
-                errors::InvalidArgument(op, ": `event_inputs` holds an index outside [0, ",
-                                        n_in, ")"));
   }
 };
 

@@ -353,10 +353,10 @@ def _no_events(dtype: tf.DType) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return tf.zeros([0], tf.int64), tf.zeros([0], tf.int32), tf.zeros([0], dtype)
 
 
-def _events_grad_weights(lib, events, grad, flat):
-    """``flat^T @ grad`` from the event list the forward kernel recorded (``flat`` unread)."""
+def _events_grad_weights(lib, events, grad, kernel):
+    """``inputs^T @ grad`` from the event list the forward kernel recorded for ``kernel``."""
     offsets, inputs, values = events
-    n_in = tf.shape(flat, out_type=tf.int64)[1]
+    n_in = tf.shape(kernel, out_type=tf.int64)[0]
     return lib.keras_spiking_sparse_events_grad_weights(offsets, inputs, values, grad, n_in)
 
 
@@ -387,7 +387,7 @@ def synaptic_input(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
             g_flat = tf.matmul(g, kernel, transpose_b=True)
             g_kernel = tf.cond(
                 use_events,
-                lambda: _events_grad_weights(lib, events, g, flat),
+                lambda: _events_grad_weights(lib, events, g, kernel),
                 lambda: tf.matmul(flat, g, transpose_a=True),
             )
             return g_flat, g_kernel
@@ -558,7 +558,7 @@ def lif_scan_with_input(
             g_inputs = tf.reshape(tf.matmul(g_flat, kernel, transpose_b=True), tf.shape(inputs))
             g_kernel = tf.cond(
                 use_events,
-                lambda: _events_grad_weights(lib, events, g_flat, flat),
+                lambda: _events_grad_weights(lib, events, g_flat, kernel),
                 lambda: tf.matmul(flat, g_flat, transpose_a=True),
             )
             return g_inputs, g_kernel, g_v0, g_beta

@@ -70,8 +70,9 @@ def test_matmul_events_list_the_active_inputs(lib, rng, dtype, density):
 
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["f32", "f64"])
 def test_sparse_lif_scan_events_cover_batch_and_time(lib, rng, dtype):
-    """The scan is parallel over the batch: each thread's rows land at their offsets."""
-    batch, steps, n_in, n = 13, 9, 70, 33
+    """The scan is parallel over the batch: each thread's rows land at their offsets (the
+    case is large enough for TF's thread pool to split it into several shards)."""
+    batch, steps, n_in, n = 64, 50, 200, 64
     x = _graded(rng, (batch, steps, n_in), 0.1)
     out = lib.keras_spiking_sparse_lif_scan(
         tf.constant(x, dtype),
@@ -154,6 +155,13 @@ def _bad_case():
         ({"event_inputs": tf.constant([0, -1, 1], tf.int32)}, r"outside \[0, 4\)"),
         ({"event_values": tf.constant([1.0, 1.0])}, "length of `event_inputs`"),
         ({"n_in": tf.constant(-1, tf.int64)}, "n_in"),
+        ({"n_in": tf.constant(2**31, tf.int64)}, "n_in"),  # past what int32 indices reach
+        # the indices are checked even when the result is empty
+        ({"n_in": tf.constant(0, tf.int64)}, r"outside \[0, 0\)"),
+        (
+            {"grad": tf.ones((2, 0)), "event_inputs": tf.constant([0, 9, 1], tf.int32)},
+            r"holds 9 at entry 1, outside \[0, 4\)",
+        ),
         ({"n_in": tf.constant([4], tf.int64)}, "n_in|rank"),
         ({"grad": tf.ones((2, 5, 1))}, "rank|matrix"),
     ],
@@ -162,6 +170,18 @@ def test_events_grad_weights_rejects_bad_lists(lib, change, message):
     case = {**_bad_case(), **change}
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=message):
         lib.keras_spiking_sparse_events_grad_weights(**case)
+
+
+def test_events_grad_weights_output_size_overflow_is_an_error(lib):
+    """n_in x n_out past int64 (an empty grad of 2^40 columns) raises instead of aborting."""
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        lib.keras_spiking_sparse_events_grad_weights(
+            tf.constant([0], tf.int64),
+            tf.zeros([0], tf.int32),
+            tf.zeros([0]),
+            tf.zeros((0, 2**40)),
+            tf.constant(2**31 - 1, tf.int64),
+        )
 
 
 def test_events_grad_weights_valid_case_runs(lib):
@@ -174,14 +194,18 @@ def test_events_grad_weights_valid_case_runs(lib):
 
 
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("graded_row", [None, 0, 150, 299], ids=["binary", "first", "mid", "last"])
+@pytest.mark.parametrize(
+    "graded_row", [None, 0, 10000, 19999], ids=["binary", "first", "mid", "last"]
+)
 def test_binary_spikes_keep_no_values_and_one_graded_row_keeps_all(lib, rng, dtype, graded_row):
     """Binary spikes record input indices only; one graded value anywhere (in any thread's
-    rows) makes the list keep every value, the 1s of the other rows included."""
-    x = (rng.random((300, 64)) < 0.1).astype(dtype.as_numpy_dtype)
+    rows: 20000 rows are split into several shards) makes the list keep every value, the 1s
+    of the other shards, which stayed binary, included."""
+    rows = 20000
+    x = (rng.random((rows, 64)) < 0.1).astype(dtype.as_numpy_dtype)
     if graded_row is not None:
         x[graded_row, 5] = 0.5
-    grad = rng.normal(size=(300, 48))
+    grad = rng.normal(size=(rows, 48))
     _, *events = lib.keras_spiking_sparse_spike_matmul_events(
         tf.constant(x), tf.zeros((64, 1), dtype)
     )
