@@ -900,23 +900,8 @@ class SparseLifScanOp : public OpKernel {
     OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({batch, n}), &v_out_t));
     OP_REQUIRES_OK(context, CheckEventIndexRange(n_in, op));
     EventRecorder<T> recorder(batch * steps);
-    if (n == 0) {
-      // no neurons to update, but the event list must still describe `spikes`
-      const T* x = spikes.flat<T>().data();
-      auto scan_fn = [x, n_in, &recorder](int64_t begin, int64_t end) {
-        std::vector<int64_t> active(n_in + 16);
-        auto* shard = recorder.Open(begin, end - begin, n_in);
-        for (int64_t r = begin; r < end; ++r) {
-          const T* xr = x + r * n_in;
-          recorder.Add(shard, r, xr, active.data(), CompactActive(xr, n_in, active.data()));
-        }
-      };
-      ParallelRange(context, batch * steps, n_in + 1, scan_fn);
-    }
-    if (batch == 0 || n == 0) {
-      OP_REQUIRES_OK(context, recorder.Write(context, 3));
-      return;
-    }
+    // no early return for n = 0 (no neurons): the scan below still walks the rows, since the
+    // event list must describe `spikes` whatever the layer's width
     const T* x = spikes.flat<T>().data();
     const T* w = weights.flat<T>().data();
     const T* v0 = v0_t.flat<T>().data();
