@@ -353,11 +353,19 @@ def _no_events(dtype: tf.DType) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return tf.zeros([0], tf.int64), tf.zeros([0], tf.int32), tf.zeros([0], dtype)
 
 
-def _events_grad_weights(lib, events, grad, kernel):
-    """``inputs^T @ grad`` from the event list the forward kernel recorded for ``kernel``."""
+def _kernel_gradient(lib, use_events, events, flat, grad, kernel):
+    """``flat^T @ grad``: the weight gradient of the forward branch that was taken.
+
+    From the event list the event kernel recorded (``flat`` unread), or by ``tf.matmul`` after
+    the dense branch.
+    """
     offsets, inputs, values = events
     n_in = tf.shape(kernel, out_type=tf.int64)[0]
-    return lib.keras_spiking_sparse_events_grad_weights(offsets, inputs, values, grad, n_in)
+    return tf.cond(
+        use_events,
+        lambda: lib.keras_spiking_sparse_events_grad_weights(offsets, inputs, values, grad, n_in),
+        lambda: tf.matmul(flat, grad, transpose_a=True),
+    )
 
 
 def synaptic_input(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
@@ -385,11 +393,7 @@ def synaptic_input(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
             # The input gradient stays outside the cond: a first layer's (unused) input
             # gradient is then pruned from the graph, which a branch of a cond never is.
             g_flat = tf.matmul(g, kernel, transpose_b=True)
-            g_kernel = tf.cond(
-                use_events,
-                lambda: _events_grad_weights(lib, events, g, kernel),
-                lambda: tf.matmul(flat, g, transpose_a=True),
-            )
+            g_kernel = _kernel_gradient(lib, use_events, events, flat, g, kernel)
             return g_flat, g_kernel
 
         return out, grad
@@ -556,11 +560,7 @@ def lif_scan_with_input(
             g_flat = _as_matrix(g_currents)
             # outside the cond, so that a first layer's unused input gradient is pruned
             g_inputs = tf.reshape(tf.matmul(g_flat, kernel, transpose_b=True), tf.shape(inputs))
-            g_kernel = tf.cond(
-                use_events,
-                lambda: _events_grad_weights(lib, events, g_flat, kernel),
-                lambda: tf.matmul(flat, g_flat, transpose_a=True),
-            )
+            g_kernel = _kernel_gradient(lib, use_events, events, flat, g_flat, kernel)
             return g_inputs, g_kernel, g_v0, g_beta
 
         return (spikes, v_last), grad
