@@ -43,7 +43,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -170,18 +172,59 @@ def call_setting(setting: str | bool, training) -> str | bool:
     return False
 
 
+def _accelerator_devices() -> list[str]:
+    """Names of the GPUs and TPUs TensorFlow sees (the kernels are CPU-only)."""
+    return [
+        device.name for kind in ("GPU", "TPU") for device in tf.config.list_logical_devices(kind)
+    ]
+
+
+def _placement() -> str:
+    """The device an op created here is placed on ('' in a graph without a device scope)."""
+    return tf.zeros([], name="keras_spiking_placement_probe").device
+
+
+def accelerator_in_use() -> str | None:
+    """The GPU/TPU the calling layer runs on, or None when it runs on the CPU.
+
+    A call runs on an accelerator when an explicit device scope names one, or when none is
+    named (``''`` in a graph) and TensorFlow sees one (it places ops there by default).
+    """
+    accelerators = _accelerator_devices()
+    if not accelerators:
+        return None
+    device = _placement().upper()
+    if "GPU" in device or "TPU" in device:
+        return device
+    if "CPU" in device:
+        return None
+    return accelerators[0]
+
+
 def enabled(setting: str | bool = "auto") -> bool:
-    """Resolves a layer's ``use_custom_ops`` against the global setting.
+    """Resolves a layer's ``use_custom_ops`` against the global setting and the device.
 
     Returns True when the kernels should run. ``True`` (from the layer or, for a layer's
-    ``"auto"``, from the global setting) raises if the library cannot load; ``"auto"`` warns
-    once and returns False.
+    ``"auto"``, from the global setting) raises if the library cannot load or the layer runs
+    on a GPU/TPU (the kernels are CPU-only: on an accelerator the pure-TF/XLA path is the fast
+    one, and CPU kernels would copy every tensor across); ``"auto"`` returns False on an
+    accelerator, and warns once and returns False where the library cannot load.
     """
     global _warned
     setting = validate_setting(setting)
     if setting == "auto":
         setting = get_use_custom_ops()
     if setting is False:
+        return False
+    accelerator = accelerator_in_use()
+    if accelerator is not None:
+        if setting is True:
+            raise OpLibraryError(
+                f"keras_spiking custom ops: use_custom_ops=True, but this layer runs on "
+                f"{accelerator} and the kernels run on the CPU only; use 'auto' (the "
+                "pure-TensorFlow/XLA path runs on the accelerator) or place the layer under "
+                "tf.device('/CPU:0')"
+            )
         return False
     if setting is True:
         load()
@@ -199,6 +242,28 @@ def enabled(setting: str | bool = "auto") -> bool:
             )
         return False
     return True
+
+
+def status() -> str:
+    """One line saying whether the kernels run here, for which target, or why not.
+
+    Builds the library if needed (it never raises: a failure is part of the line).
+    """
+    setting = get_use_custom_ops()
+    if setting is False:
+        return f"keras_spiking kernels: off ({ENV_SETTING}=0); using the pure-TensorFlow path"
+    accelerators = _accelerator_devices()
+    where = f" (not used on {', '.join(accelerators)}: pure TF/XLA there)" if accelerators else ""
+    try:
+        load()
+        path, record, _ = _op_library.locate(verbose=False)
+    except OpLibraryError as error:
+        reason = str(error).splitlines()[0]
+        return f"keras_spiking kernels: NOT available ({reason}); using the pure-TensorFlow path"
+    return (
+        f"keras_spiking kernels: loaded, target {record.get('target', '?')} "
+        f"{' '.join(record.get('flags', []))} on {_op_library.cpu_model()}{where} [{path}]"
+    )
 
 
 def supports(surrogate: Surrogate, dtype: tf.DType) -> bool:
@@ -873,16 +938,33 @@ def eventprop_backward(
 
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m keras_spiking.custom_ops", description="Build or inspect the custom ops."
+        prog="python -m keras_spiking.custom_ops",
+        description="Build the custom ops ahead of time, or show where they are.",
     )
-    parser.add_argument("command", choices=["build", "path"])
+    parser.add_argument("command", choices=["build", "path", "status"])
     parser.add_argument("--rebuild", action="store_true", help="compile even if cached")
     args = parser.parse_args(argv)
-    if args.command == "path":
-        print(_op_library.library_path())
-        return 0
-    load(rebuild=args.rebuild)
-    print(_op_library.library_path())
+    try:
+        if args.command == "path":
+            print(_op_library.library_path())
+            return 0
+        if args.command == "status":
+            print(status())
+            return 0
+        start = time.perf_counter()
+        path, record, built = _op_library.locate(rebuild=args.rebuild)
+        _op_library.build_and_load()  # checks that it loads, not only that it compiled
+    except OpLibraryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    how = f"built in {time.perf_counter() - start:.0f} s" if built else "cached"
+    print(
+        f"keras_spiking kernels: target {record['target']} "
+        f"({' '.join(record['flags']) or 'compiler default'}) on {_op_library.cpu_model()}, "
+        f"{how}",
+        file=sys.stderr,
+    )
+    print(path)
     return 0
 
 

@@ -1,14 +1,12 @@
-"""The C++ kernels against their pure-TF twins; robustness; the loader and its switches.
+"""The C++ kernels against their pure-TF twins; robustness; the switches.
+
+The loader (build, cache, checks) is tested in ``tests/test_op_library.py``.
 
 The twins are ``tf.matmul`` for the event kernel and :mod:`keras_spiking.scan` for the fused
 scans; ``tests/test_scan.py`` checks those scans against autodiff of the step functions and
 float64 finite differences, so kernel == twin closes the chain to numbers neither produced.
 """
 
-import json
-import os
-import subprocess
-import sys
 import warnings
 
 import keras
@@ -698,48 +696,3 @@ def test_auto_falls_back_with_one_warning_and_true_raises(monkeypatch):
         ops.enabled(True)
     with pytest.raises(ops.OpLibraryError, match="compiler missing"):
         layers.LIF(2, use_custom_ops=True)(tf.ones((2, 3, 4)))
-
-
-def test_library_built_for_another_tensorflow_is_refused(tmp_path):
-    library = tmp_path / _op_library.LIBRARY_NAME
-    library.write_bytes(b"")
-    library.with_suffix(".json").write_text(json.dumps({"tensorflow": "1.0.0"}))
-    with pytest.raises(ops.OpLibraryError, match=r"built for TensorFlow 1\.0\.0.*rebuild"):
-        _op_library.check_version(library)
-    library.with_suffix(".json").unlink()
-    with pytest.raises(ops.OpLibraryError, match="missing or unreadable"):
-        _op_library.check_version(library)
-
-
-def test_build_key_follows_the_sources(monkeypatch, tmp_path):
-    for name in (*_op_library.SOURCES, *_op_library.HEADERS):
-        (tmp_path / name).write_bytes((_op_library.source_dir() / name).read_bytes())
-    monkeypatch.setattr(_op_library, "source_dir", lambda: tmp_path)
-    before = _op_library.build_key()
-    with open(tmp_path / "common.h", "a") as f:
-        f.write("\n// changed\n")
-    assert _op_library.build_key() != before
-
-
-def test_missing_compiler_error_names_it(monkeypatch):
-    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
-    with pytest.raises(ops.OpLibraryError, match="no-such-compiler-xyz.*use_custom_ops=False"):
-        _op_library.build_key()
-
-
-def test_fresh_cache_builds_once_under_concurrent_starts(tmp_path):
-    """Two processes start on an empty cache at once: one compiles, the other waits and loads."""
-    env = {**os.environ, "KERAS_SPIKING_OPS_CACHE": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, "-m", "keras_spiking.custom_ops", "build"]
-    procs = [
-        subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(2)
-    ]
-    results = [proc.communicate(timeout=600) for proc in procs]
-    assert all(proc.returncode == 0 for proc in procs), results
-    paths = {out.strip().splitlines()[-1] for out, _ in results}
-    assert len(paths) == 1 and os.path.exists(paths.pop())
-    compiled = [err.count("compiling the custom ops") for _, err in results]
-    assert sorted(compiled) == [0, 1], results
