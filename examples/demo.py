@@ -22,11 +22,15 @@ import sys
 import textwrap
 from pathlib import Path
 
-import keras
-import numpy as np
+# TensorFlow's C++ start-up and converter log lines hide what the demo prints; set
+# TF_CPP_MIN_LOG_LEVEL=0 to see them
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras_spiking as ks
-from keras_spiking import export
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_spiking as ks  # noqa: E402
+from keras_spiking import export  # noqa: E402
 
 RELOAD_SCRIPT = textwrap.dedent(
     """
@@ -53,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    print(ks.ops.status(), flush=True)  # builds the kernels on first use (20-60 s, once)
 
     keras.utils.set_random_seed(0)
     x_train, y_train = ks.datasets.yin_yang(5000, seed=42)

@@ -111,6 +111,8 @@ def export_model(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``keras-spiking`` console script."""
     args = _parser().parse_args(argv)
+    # (TensorFlow's C++ start-up lines are quieted in keras_spiking/__init__.py, before
+    # TensorFlow loads; the converter's in export/_native_output.py)
     from keras_spiking.export import ExportError
 
     try:

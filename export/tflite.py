@@ -58,7 +58,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_spiking.export import _graph
+from keras_spiking.export import _graph, _native_output
 from keras_spiking.export._registry import ExportError
 
 MODES = ("sequence", "streaming")
@@ -401,9 +401,10 @@ def to_tflite(
         converter.representative_dataset = _calibration(
             mode, specs, batches, spike_fns, keys, repeat
         )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _native_output.captured():
         # int8 calibration runs TF's own (deprecated) tf.lite.Interpreter internally; the
-        # warning is about TF's code, not the caller's
+        # warning is about TF's code, not the caller's. The converter's C++ log lines are
+        # shown only if it fails (see _native_output)
         warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
         converted = converter.convert()
     flatbuffer = _reorder_io(converted, input_names, output_names)

@@ -1,6 +1,13 @@
 """keras_spiking: spiking neural networks for Keras 3 / TensorFlow."""
 
+import os as _os
+import sys as _sys
 from importlib import metadata as _metadata
+
+if _os.path.basename(_sys.argv[0] if _sys.argv else "") == "keras-spiking":
+    # the console script prints one line per command: keep TensorFlow's C++ start-up lines
+    # (read once, when TensorFlow loads) out of it unless the user set a level
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 try:
     __version__ = _metadata.version("keras-snn")

@@ -1,5 +1,6 @@
 """End to end: the quick-start demo trains, saves, exports and reloads in a fresh process."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +23,15 @@ def test_demo_round_trip(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
+        # as a user runs it: the demo itself must keep TensorFlow's C++ log lines quiet
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Test accuracy:" in result.stdout
+    # the kernel status comes first, in one line; no TF start-up or converter log lines
+    assert result.stdout.startswith("keras_spiking kernels: loaded, target "), result.stdout[:300]
+    for noise in ("cpu_feature_guard", "Reading SavedModel", "flatbuffer_export", "fully_quantize"):
+        assert noise not in result.stdout + result.stderr, noise
     assert result.stdout.count(": OK") == 2  # .keras and SavedModel both reproduce
     assert (tmp_path / "model.keras").exists()
     assert (tmp_path / "saved_model" / "saved_model.pb").exists()
