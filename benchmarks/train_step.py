@@ -766,8 +766,8 @@ def main(argv=None) -> int:
         f"{', '.join(f'{v:.2f}' for v in info['load_average_at_start'])}."
     )
     print("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
-    kernels = "on" if keras_spiking.ops.available() else "OFF (library did not build or load)"
-    print(f"keras_spiking custom ops (the default rows): {kernels}.")
+    info["kernels"] = keras_spiking.ops.status()
+    print(f"The default rows' kernels: {info['kernels']}.")
     busy = info["load_average_at_start"][0]
     if busy > 0.5 * (info["logical_cpus"] or 1):
         problems.append(

@@ -1,14 +1,24 @@
-// Shared helpers of the keras_spiking kernels: surrogate derivatives and batch sharding.
+// Shared helpers of the keras_spiking kernels: surrogate derivatives, batch sharding, and the
+// guards that turn oversized shapes and failed host allocations into error statuses.
+// Helpers used by more than one source live here, once: tests/test_compile_matrix.py compiles
+// all sources as one translation unit, so two files may not define the same name.
 #ifndef KERAS_SPIKING_CUSTOM_OPS_COMMON_H_
 #define KERAS_SPIKING_CUSTOM_OPS_COMMON_H_
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <functional>
+#include <initializer_list>
+#include <limits>
+#include <mutex>
+#include <new>
+#include <stdexcept>
 #include <string>
 
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor_shape.h"
 #include "tensorflow/core/lib/core/errors.h"
 #include "tensorflow/core/util/work_sharder.h"
 
@@ -73,14 +83,43 @@ inline T SurrogateDerivative(T k, T x) {
   }
 }
 
+// The largest count an int attribute (steps, max_spikes) may hold: the kernels store step
+// indices and spike counts as int32, as the pure-TF twins do.
+constexpr int64_t kMaxCount = std::numeric_limits<int32_t>::max();
+
+// A sharding cost per unit, computed in double so that products of large sizes cannot wrap,
+// and clamped so that `total * cost` stays far from int64 overflow inside tensorflow::Shard.
+inline int64_t ShardCost(double cost, int64_t total) {
+  const double cap = 4.0e18 / static_cast<double>(std::max<int64_t>(total, 1));
+  if (!(cost >= 1.0)) return 1;  // also NaN
+  return static_cast<int64_t>(std::min({cost, cap, 1.0e15}));
+}
+
 // Runs fn(begin, end) over [0, total) on TF's intra-op thread pool; cost_per_unit is a rough
 // count of cycles per unit of work (it only sets how finely the range is split).
+//
+// A C++ exception thrown by fn (std::bad_alloc from a scratch vector, ...) must not unwind
+// through TF's thread pool, which would terminate the process: it is caught on the worker,
+// kept, and rethrown here on the calling thread once every shard has finished, where
+// GuardedOpKernel::Compute turns it into an error status.
 inline void ParallelRange(tensorflow::OpKernelContext* context, int64_t total,
                           int64_t cost_per_unit,
                           const std::function<void(int64_t, int64_t)>& fn) {
   if (total <= 0) return;
+  std::mutex mutex;
+  std::exception_ptr error;
+  auto guarded = [&](int64_t begin, int64_t end) {
+    try {
+      fn(begin, end);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (!error) error = std::current_exception();
+    }
+  };
   auto* threads = context->device()->tensorflow_cpu_worker_threads();
-  tensorflow::Shard(threads->num_threads, threads->workers, total, cost_per_unit, fn);
+  tensorflow::Shard(threads->num_threads, threads->workers, total,
+                    ShardCost(static_cast<double>(cost_per_unit), total), guarded);
+  if (error) std::rethrow_exception(error);
 }
 
 // Number of worker threads of this op's device (at least 1).
@@ -88,6 +127,118 @@ inline int NumThreads(tensorflow::OpKernelContext* context) {
   const int n = context->device()->tensorflow_cpu_worker_threads()->num_threads;
   return n > 0 ? n : 1;
 }
+
+// Validates one input against the expected rank and dimensions (-1: any).
+inline tensorflow::Status CheckInput(const char* op, const char* name,
+                                     const tensorflow::Tensor& t,
+                                     std::initializer_list<int64_t> dims) {
+  if (t.dims() != static_cast<int>(dims.size())) {
+    return tensorflow::errors::InvalidArgument(op, ": `", name, "` must have rank ",
+                                               dims.size(), ", got shape ",
+                                               t.shape().DebugString());
+  }
+  int axis = 0;
+  for (int64_t want : dims) {
+    if (want >= 0 && t.dim_size(axis) != want) {
+      return tensorflow::errors::InvalidArgument(op, ": `", name, "` has shape ",
+                                                 t.shape().DebugString(), "; dimension ", axis,
+                                                 " must be ", want);
+    }
+    ++axis;
+  }
+  return tensorflow::Status();
+}
+
+// The number of contiguous parts [0, batch) is split into: at most one per thread (per-part
+// partial sums are sized by it).
+inline int64_t NumParts(tensorflow::OpKernelContext* context, int64_t batch) {
+  return std::max<int64_t>(1, std::min<int64_t>(batch, NumThreads(context)));
+}
+
+// Runs fn(part, begin, end) over `parts` contiguous parts of [0, batch) on TF's pool.
+template <typename Fn>
+void ForEachPart(tensorflow::OpKernelContext* context, int64_t batch, int64_t parts,
+                 double cost_per_row, Fn fn) {
+  const int64_t rows_per_part = (batch + parts - 1) / std::max<int64_t>(parts, 1);
+  const double cost = static_cast<double>(rows_per_part) * cost_per_row + 1;
+  ParallelRange(context, parts, ShardCost(cost, parts), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t b0 = p * rows_per_part;
+      const int64_t b1 = std::min(batch, b0 + rows_per_part);
+      if (b0 < b1) fn(p, b0, b1);
+    }
+  });
+}
+
+// An output or scratch shape whose element count is checked for int64 overflow (the
+// TensorShape constructor aborts the process instead). `what` names the tensor in the error.
+inline tensorflow::Status CheckedShape(const char* op, const char* what,
+                                       std::initializer_list<int64_t> dims,
+                                       tensorflow::TensorShape* out) {
+  const tensorflow::Status status =
+      tensorflow::TensorShape::BuildTensorShape(absl::Span<const int64_t>(dims), out);
+  if (status.ok()) return status;
+  std::string listed;
+  for (const int64_t d : dims) {
+    if (!listed.empty()) listed += ", ";
+    listed += std::to_string(d);
+  }
+  return tensorflow::errors::InvalidArgument(op, ": `", what, "` of shape [", listed,
+                                             "] is too large: ", status.message());
+}
+
+// allocate_output of a shape built by CheckedShape.
+inline tensorflow::Status AllocateOutputChecked(tensorflow::OpKernelContext* context,
+                                                const char* op, int index, const char* what,
+                                                std::initializer_list<int64_t> dims,
+                                                tensorflow::Tensor** out) {
+  tensorflow::TensorShape shape;
+  TF_RETURN_IF_ERROR(CheckedShape(op, what, dims, &shape));
+  return context->allocate_output(index, shape, out);
+}
+
+// An int attribute that counts something (steps, max_spikes): in [1, kMaxCount].
+inline tensorflow::Status CheckCountAttr(const char* op, const char* name, int64_t value) {
+  if (value < 1 || value > kMaxCount) {
+    return tensorflow::errors::InvalidArgument(
+        op, ": `", name, "` must be >= 1 and <= ", kMaxCount,
+        " (it is stored as int32), got ", value);
+  }
+  return tensorflow::Status();
+}
+
+// Base of every keras_spiking kernel: Compute runs DoCompute and converts a C++ exception
+// that escapes it (a host allocation that failed, a std::vector too long for its size) into
+// an error status, so that Python gets a tf.errors exception instead of a dead process.
+class GuardedOpKernel : public tensorflow::OpKernel {
+ public:
+  GuardedOpKernel(tensorflow::OpKernelConstruction* context, const char* op)
+      : tensorflow::OpKernel(context), op_(op) {}
+
+  void Compute(tensorflow::OpKernelContext* context) final {
+    try {
+      DoCompute(context);
+    } catch (const std::bad_alloc&) {
+      context->SetStatus(tensorflow::errors::ResourceExhausted(
+          op_, ": out of host memory for the kernel's scratch buffers (the inputs or the "
+               "layer's sizes are too large for this machine)"));
+    } catch (const std::length_error& e) {
+      context->SetStatus(tensorflow::errors::ResourceExhausted(
+          op_, ": a scratch buffer would be too large (", e.what(), ")"));
+    } catch (const std::exception& e) {
+      context->SetStatus(tensorflow::errors::Internal(op_, ": ", e.what()));
+    } catch (...) {
+      context->SetStatus(tensorflow::errors::Internal(op_, ": unknown C++ exception"));
+    }
+  }
+
+ protected:
+  virtual void DoCompute(tensorflow::OpKernelContext* context) = 0;
+  const char* op_name() const { return op_; }
+
+ private:
+  const char* op_;
+};
 
 }  // namespace keras_spiking
 

@@ -18,6 +18,12 @@
 // spiked. Batch rows are independent and run in parallel on TF's intra-op threads; the weight
 // gradients are summed per thread and then over threads.
 //
+// Memory: the per-thread scratch grows with the units and the spikes, not with `steps` (see
+// StepIndex), so a long window costs time only; the attributes `steps` and `max_spikes` are
+// refused outside [1, 2^31 - 1] (int32 indices, as in the twin), output shapes are built with
+// overflow checks, and a host allocation that fails becomes a ResourceExhausted status
+// (GuardedOpKernel in common.h) instead of an abort.
+//
 // The time constants, threshold and dt come in a float64 tensor `kinetics` = [tau_mem,
 // tau_syn, threshold, dt] rather than float attrs (which are 32-bit): the twin derives its
 // constants from Python floats, and float64 results only agree to ~1e-10 if the kernels start
@@ -29,6 +35,7 @@
 // sparse_spike_matmul.cc.
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -83,10 +90,7 @@ Status CheckKineticsShape(InferenceContext* c, int index) {
 
 Status PositiveAttr(InferenceContext* c, const char* name, int64_t* value) {
   TF_RETURN_IF_ERROR(c->GetAttr(name, value));
-  if (*value < 1) {
-    return errors::InvalidArgument("EventProp: `", name, "` must be >= 1, got ", *value);
-  }
-  return Status();
+  return CheckCountAttr("EventProp", name, *value);
 }
 
 }  // namespace
@@ -217,24 +221,6 @@ min_slope: scalar (float64) used as max(D, min_slope * dt) when clamp_slope is t
 
 namespace {
 
-// Validates one input against the expected rank and dimensions (-1: any).
-Status CheckInput(const char* op, const char* name, const Tensor& t,
-                  std::initializer_list<int64_t> dims) {
-  if (t.dims() != static_cast<int>(dims.size())) {
-    return errors::InvalidArgument(op, ": `", name, "` must have rank ", dims.size(),
-                                   ", got shape ", t.shape().DebugString());
-  }
-  int axis = 0;
-  for (int64_t want : dims) {
-    if (want >= 0 && t.dim_size(axis) != want) {
-      return errors::InvalidArgument(op, ": `", name, "` has shape ", t.shape().DebugString(),
-                                     "; dimension ", axis, " must be ", want);
-    }
-    ++axis;
-  }
-  return Status();
-}
-
 // The layer's time constants, threshold and grid as the twin's Python floats.
 struct KineticsD {
   double tau_mem, tau_syn, threshold, dt;
@@ -328,6 +314,53 @@ struct Constants {
   T tau_mem, tau_syn, theta, dt, kappa, rate, a_dt, b_dt, g_dt, end, window, dt_over_window;
 };
 
+// Groups items by their step, stably (the items of one step keep the order in which they
+// were listed), and finds the items of a step. Scratch grows with the number of items, never
+// with the window alone: a counting sort over the steps when there are few steps next to the
+// items (the usual case: O(items + steps), O(1) lookups), else a comparison sort and binary
+// searches, so that a window of millions of steps needs no steps-sized buffer per thread.
+class StepIndex {
+ public:
+  // keys[i]: the step of item i, in [0, steps). Sets order to the items sorted by step.
+  void Sort(const std::vector<int32_t>& keys, int64_t steps, std::vector<int64_t>* order) {
+    const int64_t count = static_cast<int64_t>(keys.size());
+    order->resize(count);
+    dense_ = steps < std::max<int64_t>(kDenseSteps, 4 * count);
+    if (dense_) {
+      start_.assign(steps + 1, 0);
+      for (const int32_t k : keys) ++start_[k + 1];
+      for (int64_t n = 0; n < steps; ++n) start_[n + 1] += start_[n];
+      fill_.assign(start_.begin(), start_.end() - 1);
+      for (int64_t i = 0; i < count; ++i) (*order)[fill_[keys[i]]++] = i;
+      return;
+    }
+    for (int64_t i = 0; i < count; ++i) (*order)[i] = i;
+    std::sort(order->begin(), order->end(), [&keys](int64_t a, int64_t b) {
+      return keys[a] != keys[b] ? keys[a] < keys[b] : a < b;
+    });
+    sorted_.resize(count);
+    for (int64_t i = 0; i < count; ++i) sorted_[i] = keys[(*order)[i]];
+  }
+
+  // [*begin, *end): the positions in `order` of the items of step n.
+  void Range(int64_t n, int64_t* begin, int64_t* end) const {
+    if (dense_) {
+      *begin = start_[n];
+      *end = start_[n + 1];
+      return;
+    }
+    const auto range = std::equal_range(sorted_.begin(), sorted_.end(), static_cast<int32_t>(n));
+    *begin = range.first - sorted_.begin();
+    *end = range.second - sorted_.begin();
+  }
+
+ private:
+  static constexpr int64_t kDenseSteps = int64_t{1} << 16;  // 512 KiB of offsets
+  bool dense_ = true;
+  std::vector<int64_t> start_, fill_;
+  std::vector<int32_t> sorted_;
+};
+
 // One decoded input spike (twin: _decode).
 template <typename T>
 struct InputEvent {
@@ -336,43 +369,30 @@ struct InputEvent {
   T resp_i, resp_v, dresp_i, dresp_v;
 };
 
-// The input spikes of one batch row, bucketed by step: the events of step n are
-// events[start[n] .. start[n + 1]), ordered by input and then slot (so the spikes of one input
+// The input spikes of one batch row, grouped by step: the events of step n are
+// events[begin .. end) of Range(n), ordered by input and then slot (so the spikes of one input
 // in one step are adjacent and are summed first, as the twin's slot sum is).
 template <typename T>
 struct RowInputs {
-  std::vector<int64_t> start;
   std::vector<InputEvent<T>> events;
-  std::vector<int32_t> step_of;  // scratch: step of each (f, k), -1 where none
 
   void Decode(const T* times, int64_t inputs, int64_t slots, int64_t steps,
               const Constants<T>& c, bool derivatives) {
     const int64_t total = inputs * slots;
-    step_of.resize(total);
-    start.assign(steps + 1, 0);
+    listed_.clear();
+    keys_.clear();
     for (int64_t e = 0; e < total; ++e) {
       const T t = times[e];
-      int32_t step = -1;
       // inside the window (false for +inf, NaN and spikes past it); the twin's floor may give
       // a negative step or `steps` itself by rounding: no step of the loop matches those
-      if (t < c.end) {
-        const T s = std::floor(t / c.dt);
-        if (s >= T(0) && s < static_cast<T>(steps)) step = static_cast<int32_t>(s);
-      }
-      step_of[e] = step;
-      if (step >= 0) ++start[step + 1];
-    }
-    for (int64_t n = 0; n < steps; ++n) start[n + 1] += start[n];
-    events.resize(start[steps]);
-    std::vector<int64_t>& fill = fill_;
-    fill.assign(start.begin(), start.end() - 1);
-    for (int64_t e = 0; e < total; ++e) {
-      const int32_t step = step_of[e];
-      if (step < 0) continue;
-      InputEvent<T>& ev = events[fill[step]++];
+      if (!(t < c.end)) continue;
+      const T s = std::floor(t / c.dt);
+      if (!(s >= T(0) && s < static_cast<T>(steps))) continue;
+      const int32_t step = static_cast<int32_t>(s);
+      InputEvent<T> ev;
       ev.input = e / slots;
       ev.slot = e % slots;
-      const T h = (static_cast<T>(step) + T(1)) * c.dt - times[e];
+      const T h = (static_cast<T>(step) + T(1)) * c.dt - t;
       T b, g, db, dg;
       if (derivatives) {
         c.Responses(h, &b, &g, &db, &dg);
@@ -384,8 +404,15 @@ struct RowInputs {
       ev.resp_v = g;
       ev.dresp_i = db;
       ev.dresp_v = dg;
+      listed_.push_back(ev);
+      keys_.push_back(step);
     }
+    index_.Sort(keys_, steps, &order_);
+    events.resize(listed_.size());
+    for (size_t i = 0; i < order_.size(); ++i) events[i] = listed_[order_[i]];
   }
+
+  void Range(int64_t n, int64_t* begin, int64_t* end) const { index_.Range(n, begin, end); }
 
   static void ResponsesOnly(const Constants<T>& c, T h, T* b, T* g) {
     const T a = std::exp(-h / c.tau_mem);
@@ -393,7 +420,11 @@ struct RowInputs {
     *g = c.equal ? h / c.tau_mem * a : c.kappa * (*b - a);
   }
 
-  std::vector<int64_t> fill_;
+ private:
+  std::vector<InputEvent<T>> listed_;  // in (input, slot) order
+  std::vector<int32_t> keys_;          // the step of each listed event
+  std::vector<int64_t> order_;
+  StepIndex index_;
 };
 
 // acc_x += x * row and acc_y += y * row over n entries (one pass over the row).
@@ -428,8 +459,9 @@ inline void Dot2(int64_t n, const T* u, const T* v, const T* row, T* out_u, T* o
 template <typename T>
 void AddInputs(const RowInputs<T>& in, int64_t n, const T* kernel, int64_t units, T* acc_i,
                T* acc_v) {
-  const int64_t end = in.start[n + 1];
-  for (int64_t e = in.start[n]; e < end;) {
+  int64_t e, end;
+  in.Range(n, &e, &end);
+  while (e < end) {
     const int64_t f = in.events[e].input;
     T x_i = T(0), x_v = T(0);
     for (; e < end && in.events[e].input == f; ++e) {
@@ -440,30 +472,18 @@ void AddInputs(const RowInputs<T>& in, int64_t n, const T* kernel, int64_t units
   }
 }
 
-// Runs fn(part, begin, end) over at most NumThreads contiguous parts of [0, batch); returns
-// the number of parts (for per-part partial sums).
-int64_t NumParts(OpKernelContext* context, int64_t batch) {
-  return std::max<int64_t>(1, std::min<int64_t>(batch, NumThreads(context)));
-}
-
-template <typename Fn>
-void ForEachPart(OpKernelContext* context, int64_t batch, int64_t parts, int64_t cost_per_row,
-                 Fn fn) {
-  const int64_t rows_per_part = (batch + parts - 1) / std::max<int64_t>(parts, 1);
-  ParallelRange(context, parts, rows_per_part * cost_per_row + 1,
-                [&](int64_t begin, int64_t end) {
-                  for (int64_t p = begin; p < end; ++p) {
-                    const int64_t b0 = p * rows_per_part;
-                    const int64_t b1 = std::min(batch, b0 + rows_per_part);
-                    if (b0 < b1) fn(p, b0, b1);
-                  }
-                });
-}
-
+// steps in [1, 2^31 - 1]: the step indices are int32 (in the record and in the twin).
 Status ReadStepsAttr(OpKernelConstruction* context, const char* op, int64_t* steps) {
   TF_RETURN_IF_ERROR(context->GetAttr("steps", steps));
-  if (*steps < 1) return errors::InvalidArgument(op, ": `steps` must be >= 1, got ", *steps);
-  return Status();
+  return CheckCountAttr(op, "steps", *steps);
+}
+
+// Sharding cost of one batch row: computed in double, since steps * units can pass int64.
+int64_t RowCost(int64_t steps, int64_t units, int64_t per_unit, int64_t inputs, int64_t slots,
+                int64_t per_input) {
+  return ShardCost(static_cast<double>(steps) * static_cast<double>(units) * per_unit +
+                       static_cast<double>(inputs) * static_cast<double>(slots) * per_input,
+                   1);
 }
 
 }  // namespace
@@ -472,18 +492,19 @@ Status ReadStepsAttr(OpKernelConstruction* context, const char* op, int64_t* ste
 // Spiking forward
 // ------------------------------------------------------------------------------------------
 template <typename T>
-class EventPropSpikingForwardOp : public OpKernel {
+class EventPropSpikingForwardOp : public GuardedOpKernel {
  public:
-  explicit EventPropSpikingForwardOp(OpKernelConstruction* context) : OpKernel(context) {
+  explicit EventPropSpikingForwardOp(OpKernelConstruction* context)
+      : GuardedOpKernel(context, "EventPropSpikingForward") {
     const char* op = "EventPropSpikingForward";
     OP_REQUIRES_OK(context, ReadStepsAttr(context, op, &steps_));
     OP_REQUIRES_OK(context, context->GetAttr("max_spikes", &max_spikes_));
-    OP_REQUIRES(context, max_spikes_ >= 1,
-                errors::InvalidArgument(op, ": `max_spikes` must be >= 1, got ", max_spikes_));
+    // spike counts and slots are int32 (as in the twin)
+    OP_REQUIRES_OK(context, CheckCountAttr(op, "max_spikes", max_spikes_));
     OP_REQUIRES_OK(context, context->GetAttr("interpolate", &interpolate_));
   }
 
-  void Compute(OpKernelContext* context) override {
+  void DoCompute(OpKernelContext* context) override {
     const char* op = "EventPropSpikingForward";
     const Tensor& times_in = context->input(0);
     const Tensor& kernel = context->input(1);
@@ -497,37 +518,46 @@ class EventPropSpikingForwardOp : public OpKernel {
     KineticsD kin;
     OP_REQUIRES_OK(context, ReadKinetics(op, context->input(3), &kin));
     const int64_t steps = steps_, max_spikes = max_spikes_;
-    const TensorShape buffer({batch, units, max_spikes});
+    // batch x units x max_spikes can pass int64 (a huge max_spikes, or empty inputs with
+    // huge other dimensions): checked shapes, not the aborting TensorShape constructor
+    TensorShape buffer, counts_shape;
+    OP_REQUIRES_OK(context, CheckedShape(op, "spike buffers [batch, units, max_spikes]",
+                                         {batch, units, max_spikes}, &buffer));
+    OP_REQUIRES_OK(context, CheckedShape(op, "counts", {batch, units}, &counts_shape));
     Tensor *times_t, *step_t, *phi_t, *slope_t, *current_t, *counts_t, *overflow_t;
     OP_REQUIRES_OK(context, context->allocate_output(0, buffer, &times_t));
     OP_REQUIRES_OK(context, context->allocate_output(1, buffer, &step_t));
     OP_REQUIRES_OK(context, context->allocate_output(2, buffer, &phi_t));
     OP_REQUIRES_OK(context, context->allocate_output(3, buffer, &slope_t));
     OP_REQUIRES_OK(context, context->allocate_output(4, buffer, &current_t));
-    OP_REQUIRES_OK(context, context->allocate_output(5, TensorShape({batch, units}), &counts_t));
-    OP_REQUIRES_OK(context, context->allocate_output(6, TensorShape({}), &overflow_t));
+    OP_REQUIRES_OK(context, context->allocate_output(5, counts_shape, &counts_t));
+    OP_REQUIRES_OK(context, context->allocate_output(6, TensorShape(), &overflow_t));
     T* out_times = times_t->flat<T>().data();
     int32_t* out_step = step_t->flat<int32_t>().data();
     T* out_phi = phi_t->flat<T>().data();
     T* out_slope = slope_t->flat<T>().data();
     T* out_current = current_t->flat<T>().data();
     int32_t* out_counts = counts_t->flat<int32_t>().data();
-    const int64_t buffer_size = batch * units * max_spikes;
+    const int64_t buffer_size = buffer.num_elements();
     std::fill(out_times, out_times + buffer_size, std::numeric_limits<T>::infinity());
     std::fill(out_step, out_step + buffer_size, -1);
     std::fill(out_phi, out_phi + buffer_size, T(0));
     std::fill(out_slope, out_slope + buffer_size, T(0));
     std::fill(out_current, out_current + buffer_size, T(0));
-    std::fill(out_counts, out_counts + batch * units, 0);
+    std::fill(out_counts, out_counts + counts_shape.num_elements(), 0);
+    overflow_t->scalar<int32_t>()() = 0;
+    // no neurons: nothing to simulate (and empty inputs can come with a huge batch)
+    if (units == 0) return;
 
     const Constants<T> c(kin, steps);
     const T* times = times_in.flat<T>().data();
     const T* w = kernel.flat<T>().data();
     const T* rec = has_rec ? context->input(2).flat<T>().data() : nullptr;
     const bool interpolate = interpolate_;
-    std::vector<int64_t> lost(batch, 0);
-    const int64_t cost = steps * units * 20 + inputs * slots * 60;
+    std::atomic<int64_t> lost{0};  // spikes not recorded (full buffers), over all rows
+    const int64_t cost = RowCost(steps, units, 20, inputs, slots, 60);
     ParallelRange(context, batch, cost, [&](int64_t b0, int64_t b1) {
+      int64_t lost_here = 0;
       RowInputs<T> in;
       std::vector<T> cur(units), v(units), acc_i(units), acc_v(units);
       std::vector<T> rec_i(units), rec_v(units), b_h(units), g_h(units);
@@ -585,7 +615,7 @@ class EventPropSpikingForwardOp : public OpKernel {
               out_slope[at] = slope;
               out_current[at] = i_pre;
             } else {
-              ++lost[b];
+              ++lost_here;
             }
             ++count[j];
           }
@@ -606,11 +636,10 @@ class EventPropSpikingForwardOp : public OpKernel {
           }
         }
       }
+      lost += lost_here;
     });
-    int64_t total = 0;
-    for (const int64_t l : lost) total += l;
     overflow_t->scalar<int32_t>()() = static_cast<int32_t>(
-        std::min<int64_t>(total, std::numeric_limits<int32_t>::max()));
+        std::min<int64_t>(lost.load(), std::numeric_limits<int32_t>::max()));
   }
 
  private:
@@ -649,14 +678,15 @@ T IntegralWeight(const Constants<T>& c, int64_t n) {
 }
 
 template <typename T>
-class EventPropReadoutForwardOp : public OpKernel {
+class EventPropReadoutForwardOp : public GuardedOpKernel {
  public:
-  explicit EventPropReadoutForwardOp(OpKernelConstruction* context) : OpKernel(context) {
+  explicit EventPropReadoutForwardOp(OpKernelConstruction* context)
+      : GuardedOpKernel(context, "EventPropReadoutForward") {
     OP_REQUIRES_OK(context, ReadStepsAttr(context, "EventPropReadoutForward", &steps_));
     OP_REQUIRES_OK(context, ParseReadout(context, &readout_));
   }
 
-  void Compute(OpKernelContext* context) override {
+  void DoCompute(OpKernelContext* context) override {
     const char* op = "EventPropReadoutForward";
     const Tensor& times_in = context->input(0);
     const Tensor& kernel = context->input(1);
@@ -669,23 +699,26 @@ class EventPropReadoutForwardOp : public OpKernel {
     OP_REQUIRES_OK(context, ReadKinetics(op, context->input(2), &kin));
     const int64_t steps = steps_;
     const Readout readout = readout_;
-    const TensorShape out_shape = readout == Readout::kSequence
-                                      ? TensorShape({batch, steps, units})
-                                      : TensorShape({batch, units});
+    // [batch, steps, units] for "sequence" passes int64 for a huge `steps`: checked shapes
+    TensorShape out_shape, arg_shape;
+    OP_REQUIRES_OK(context, CheckedShape(op, "argmax", {batch, units}, &arg_shape));
+    if (readout == Readout::kSequence) {
+      OP_REQUIRES_OK(context, CheckedShape(op, "output [batch, steps, units]",
+                                           {batch, steps, units}, &out_shape));
+    } else {
+      out_shape = arg_shape;
+    }
     Tensor *out_t, *arg_t;
     OP_REQUIRES_OK(context, context->allocate_output(0, out_shape, &out_t));
-    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({batch, units}), &arg_t));
+    OP_REQUIRES_OK(context, context->allocate_output(1, arg_shape, &arg_t));
     T* out = out_t->flat<T>().data();
     int32_t* arg = arg_t->flat<int32_t>().data();
-    std::fill(arg, arg + batch * units, 0);
+    std::fill(arg, arg + arg_shape.num_elements(), 0);
+    if (units == 0) return;  // nothing to simulate (empty inputs can come with a huge batch)
     const Constants<T> c(kin, steps);
-    std::vector<T> weights(readout == Readout::kIntegral ? steps : 0);
-    for (int64_t n = 0; n < static_cast<int64_t>(weights.size()); ++n) {
-      weights[n] = IntegralWeight(c, n);
-    }
     const T* times = times_in.flat<T>().data();
     const T* w = kernel.flat<T>().data();
-    const int64_t cost = steps * units * 8 + inputs * slots * 60;
+    const int64_t cost = RowCost(steps, units, 8, inputs, slots, 60);
     ParallelRange(context, batch, cost, [&](int64_t b0, int64_t b1) {
       RowInputs<T> in;
       std::vector<T> cur(units), v(units), acc_i(units), acc_v(units);
@@ -717,9 +750,12 @@ class EventPropReadoutForwardOp : public OpKernel {
                 }
               }
               break;
-            case Readout::kIntegral:
-              for (int64_t j = 0; j < units; ++j) best[j] += weights[n] * v[j];
+            case Readout::kIntegral: {
+              // computed per step (a steps-sized table would grow with the window)
+              const T weight = IntegralWeight(c, n);
+              for (int64_t j = 0; j < units; ++j) best[j] += weight * v[j];
               break;
+            }
             case Readout::kSequence:
               std::copy(v.begin(), v.end(), out + (b * steps + n) * units);
               break;
@@ -741,9 +777,10 @@ class EventPropReadoutForwardOp : public OpKernel {
 // Backward (adjoint) pass
 // ------------------------------------------------------------------------------------------
 template <typename T>
-class EventPropBackwardOp : public OpKernel {
+class EventPropBackwardOp : public GuardedOpKernel {
  public:
-  explicit EventPropBackwardOp(OpKernelConstruction* context) : OpKernel(context) {
+  explicit EventPropBackwardOp(OpKernelConstruction* context)
+      : GuardedOpKernel(context, "EventPropBackward") {
     OP_REQUIRES_OK(context, ReadStepsAttr(context, "EventPropBackward", &steps_));
     OP_REQUIRES_OK(context, context->GetAttr("spiking", &spiking_));
     OP_REQUIRES_OK(context, ParseReadout(context, &readout_));
@@ -751,7 +788,7 @@ class EventPropBackwardOp : public OpKernel {
     OP_REQUIRES_OK(context, context->GetAttr("clamp_slope", &clamp_slope_));
   }
 
-  void Compute(OpKernelContext* context) override {
+  void DoCompute(OpKernelContext* context) override {
     const char* op = "EventPropBackward";
     const Tensor& times_in = context->input(0);
     const Tensor& kernel = context->input(1);
@@ -803,6 +840,7 @@ class EventPropBackwardOp : public OpKernel {
     std::fill(d_times, d_times + d_times_t->NumElements(), T(0));
     std::fill(d_kernel, d_kernel + d_kernel_t->NumElements(), T(0));
     std::fill(d_rec, d_rec + d_rec_t->NumElements(), T(0));
+    if (units == 0) return;  // no adjoint: every gradient is zero
 
     Params p(kin, steps);
     p.times = times_in.flat<T>().data();
@@ -827,29 +865,33 @@ class EventPropBackwardOp : public OpKernel {
     } else {
       p.readout_grad = context->input(10).flat<T>().data();
       if (readout == Readout::kMax) p.argmax = context->input(11).flat<int32_t>().data();
-      if (readout == Readout::kIntegral) {
-        p.weights.resize(steps);
-        for (int64_t n = 0; n < steps; ++n) p.weights[n] = IntegralWeight(p.c, n);
-      }
     }
 
     // per-part partial weight gradients; part 0 sums straight into the outputs
     const int64_t parts = NumParts(context, batch);
+    // (sizes of existing tensors: kernel and recurrent are inputs)
     const int64_t kernel_size = inputs * units, rec_size = p.rec ? units * units : 0;
-    std::vector<T> partial((parts - 1) * (kernel_size + rec_size), T(0));
-    const int64_t cost = steps * units * 30 + inputs * slots * 80;
+    TensorShape partial_shape;
+    OP_REQUIRES_OK(context, CheckedShape(op, "per-thread weight gradients",
+                                         {parts - 1, kernel_size + rec_size}, &partial_shape));
+    Tensor partial_t;
+    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DataTypeToEnum<T>::value,
+                                                   partial_shape, &partial_t));
+    T* partial = partial_t.flat<T>().data();
+    std::fill(partial, partial + partial_shape.num_elements(), T(0));
+    const int64_t cost = RowCost(steps, units, 30, inputs, slots, 80);
     ForEachPart(context, batch, parts, cost, [&](int64_t part, int64_t b0, int64_t b1) {
       T* dk = d_kernel;
       T* dr = d_rec;
       if (part > 0) {
-        dk = partial.data() + (part - 1) * (kernel_size + rec_size);
+        dk = partial + (part - 1) * (kernel_size + rec_size);
         dr = dk + kernel_size;
       }
       Row row(p);
       for (int64_t b = b0; b < b1; ++b) row.Run(b, d_times, dk, dr);
     });
     for (int64_t part = 1; part < parts; ++part) {
-      const T* dk = partial.data() + (part - 1) * (kernel_size + rec_size);
+      const T* dk = partial + (part - 1) * (kernel_size + rec_size);
       for (int64_t e = 0; e < kernel_size; ++e) d_kernel[e] += dk[e];
       for (int64_t e = 0; e < rec_size; ++e) d_rec[e] += dk[kernel_size + e];
     }
@@ -873,7 +915,6 @@ class EventPropBackwardOp : public OpKernel {
     const T* grad_times = nullptr;
     const T* readout_grad = nullptr;
     const int32_t* argmax = nullptr;
-    std::vector<T> weights;  // the integral readout's weights
   };
 
   // The adjoint pass of one batch row, with its scratch (reused across the rows of a part).
@@ -906,8 +947,9 @@ class EventPropBackwardOp : public OpKernel {
         if (!p.spiking) AddReadoutGrad(b, n);
         if (p.spiking) SpikeJumps(n, d_rec);
         // the inputs of step n: weight gradient at the input spikes, input-time gradient
-        const int64_t end = in_.start[n + 1];
-        for (int64_t e = in_.start[n]; e < end;) {
+        int64_t e, end;
+        in_.Range(n, &e, &end);
+        while (e < end) {
           const int64_t first = e;
           const int64_t f = in_.events[e].input;
           T x_i = T(0), x_v = T(0);
@@ -936,22 +978,21 @@ class EventPropBackwardOp : public OpKernel {
     }
 
    private:
-    // Buckets the recorded spikes of row b by step (counting sort, by neuron within a step).
+    // Groups the recorded spikes of row b by step (by neuron within a step).
     void BucketSpikes(int64_t b) {
       const Params& p = p_;
       const int64_t base = b * p.units * p.max_spikes, total = p.units * p.max_spikes;
-      spike_start_.assign(p.steps + 1, 0);
+      listed_.clear();
+      spike_keys_.clear();
       for (int64_t e = 0; e < total; ++e) {
         const int32_t s = p.spike_step[base + e];
-        if (s >= 0 && s < p.steps) ++spike_start_[s + 1];
+        if (s < 0 || s >= p.steps) continue;
+        listed_.push_back(base + e);
+        spike_keys_.push_back(s);
       }
-      for (int64_t n = 0; n < p.steps; ++n) spike_start_[n + 1] += spike_start_[n];
-      spike_entries_.resize(spike_start_[p.steps]);
-      fill_.assign(spike_start_.begin(), spike_start_.end() - 1);
-      for (int64_t e = 0; e < total; ++e) {
-        const int32_t s = p.spike_step[base + e];
-        if (s >= 0 && s < p.steps) spike_entries_[fill_[s]++] = base + e;
-      }
+      spike_index_.Sort(spike_keys_, p.steps, &order_);
+      spike_entries_.resize(listed_.size());
+      for (size_t k = 0; k < order_.size(); ++k) spike_entries_[k] = listed_[order_[k]];
     }
 
     void AddReadoutGrad(int64_t b, int64_t n) {
@@ -969,7 +1010,7 @@ class EventPropBackwardOp : public OpKernel {
         }
         case Readout::kIntegral: {
           const T* g = p.readout_grad + b * units;
-          const T weight = p.weights[n];
+          const T weight = IntegralWeight(p.c, n);
           for (int64_t j = 0; j < units; ++j) lam_v[j] += weight * g[j];
           break;
         }
@@ -995,7 +1036,9 @@ class EventPropBackwardOp : public OpKernel {
       const Constants<T>& c = p.c;
       const int64_t units = p.units, ms = p.max_spikes;
       fired_.clear();
-      for (int64_t k = spike_start_[n]; k < spike_start_[n + 1]; ++k) {
+      int64_t first, last;
+      spike_index_.Range(n, &first, &last);
+      for (int64_t k = first; k < last; ++k) {
         const int64_t e = spike_entries_[k];
         const int64_t j = (e / ms) % units;
         if (!flag_[j]) {
@@ -1056,7 +1099,9 @@ class EventPropBackwardOp : public OpKernel {
     std::vector<T> lam_i_, lam_v_, carry_;
     std::vector<char> flag_;
     std::vector<T> phi_, slope_, current_, g_t_, d_h_;
-    std::vector<int64_t> fired_, spike_start_, spike_entries_, fill_;
+    std::vector<int64_t> fired_, spike_entries_, listed_, order_;
+    std::vector<int32_t> spike_keys_;
+    StepIndex spike_index_;
   };
 
   int64_t steps_ = 1;

@@ -247,44 +247,6 @@ REGISTER_OP("KerasSpiking>LiScanGrad")
 
 namespace {
 
-// Validates one input against the expected rank and dimensions (-1: any).
-Status CheckInput(const char* op, const char* name, const Tensor& t,
-                  std::initializer_list<int64_t> dims) {
-  if (t.dims() != static_cast<int>(dims.size())) {
-    return errors::InvalidArgument(op, ": `", name, "` must have rank ", dims.size(),
-                                   ", got shape ", t.shape().DebugString());
-  }
-  int axis = 0;
-  for (int64_t want : dims) {
-    if (want >= 0 && t.dim_size(axis) != want) {
-      return errors::InvalidArgument(op, ": `", name, "` has shape ", t.shape().DebugString(),
-                                     "; dimension ", axis, " must be ", want);
-    }
-    ++axis;
-  }
-  return Status();
-}
-
-// Shards [0, batch) into at most NumThreads contiguous parts; fn(part, begin, end). Returns the
-// number of parts (for per-part partial sums of the decay gradients).
-int64_t NumParts(OpKernelContext* context, int64_t batch) {
-  return std::max<int64_t>(1, std::min<int64_t>(batch, NumThreads(context)));
-}
-
-template <typename Fn>
-void ForEachPart(OpKernelContext* context, int64_t batch, int64_t parts, int64_t cost_per_row,
-                 Fn fn) {
-  const int64_t rows_per_part = (batch + parts - 1) / std::max<int64_t>(parts, 1);
-  ParallelRange(context, parts, rows_per_part * cost_per_row + 1,
-                [&](int64_t begin, int64_t end) {
-                  for (int64_t p = begin; p < end; ++p) {
-                    const int64_t b0 = p * rows_per_part;
-                    const int64_t b1 = std::min(batch, b0 + rows_per_part);
-                    if (b0 < b1) fn(p, b0, b1);
-                  }
-                });
-}
-
 // Sums the per-part partial decay gradients [parts, n] into out [n].
 template <typename T>
 void SumParts(const std::vector<T>& partial, int64_t parts, int64_t n, T* out) {
@@ -362,9 +324,10 @@ inline void CubaGradStep(int64_t n, T k, T theta, bool reset_zero, bool detach,
 // Base of the BPTT kernels: reads the attributes they share and dispatches Compute to
 // Derived::Run<kShape>, so that the surrogate is a compile-time choice in the loops.
 template <typename Derived>
-class SurrogateGradOp : public OpKernel {
+class SurrogateGradOp : public GuardedOpKernel {
  public:
-  SurrogateGradOp(OpKernelConstruction* context, const char* name) : OpKernel(context) {
+  SurrogateGradOp(OpKernelConstruction* context, const char* name)
+      : GuardedOpKernel(context, name) {
     std::string reset, surrogate;
     float scale;
     OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
@@ -380,7 +343,7 @@ class SurrogateGradOp : public OpKernel {
     scale_ = scale;
   }
 
-  void Compute(OpKernelContext* context) override {
+  void DoCompute(OpKernelContext* context) override {
     auto* self = static_cast<Derived*>(this);
     switch (surrogate_) {
       case Surrogate::kFastSigmoid: return self->template Run<Surrogate::kFastSigmoid>(context);
@@ -406,15 +369,16 @@ class SurrogateGradOp : public OpKernel {
 // LIF
 // ------------------------------------------------------------------------------------------
 template <typename T>
-class LifScanOp : public OpKernel {
+class LifScanOp : public GuardedOpKernel {
  public:
-  explicit LifScanOp(OpKernelConstruction* context) : OpKernel(context) {
+  explicit LifScanOp(OpKernelConstruction* context)
+      : GuardedOpKernel(context, "LifScan") {
     std::string reset;
     OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
     reset_zero_ = reset == "zero";
   }
 
-  void Compute(OpKernelContext* context) override {
+  void DoCompute(OpKernelContext* context) override {
     const Tensor& currents = context->input(0);
     OP_REQUIRES_OK(context, CheckInput("LifScan", "currents", currents, {-1, -1, -1}));
     const int64_t batch = currents.dim_size(0), steps = currents.dim_size(1),
@@ -425,7 +389,8 @@ class LifScanOp : public OpKernel {
     Tensor *spikes, *membrane, *v_last;
     OP_REQUIRES_OK(context, context->allocate_output(0, currents.shape(), &spikes));
     OP_REQUIRES_OK(context, context->allocate_output(1, currents.shape(), &membrane));
-    OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({batch, n}), &v_last));
+    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "LifScan", 2, "v_last",
+                                                   {batch, n}, &v_last));
     const T* x = currents.flat<T>().data();
     const T* v0 = context->input(1).flat<T>().data();
     const T* beta = context->input(2).flat<T>().data();
@@ -434,7 +399,7 @@ class LifScanOp : public OpKernel {
     T* u_out = membrane->flat<T>().data();
     T* v_out = v_last->flat<T>().data();
     const bool reset_zero = reset_zero_;
-    ForEachPart(context, batch, NumParts(context, batch), steps * n * 6,
+    ForEachPart(context, batch, NumParts(context, batch), static_cast<double>(steps) * n * 6,
                 [&](int64_t, int64_t b0, int64_t b1) {
                   for (int64_t b = b0; b < b1; ++b) {
                     T* v = v_out + b * n;
@@ -481,7 +446,8 @@ class LifScanGradOp : public SurrogateGradOp<LifScanGradOp<T>> {
     OP_REQUIRES_OK(context, CheckInput(op, "threshold", context->input(5), {}));
     Tensor *g_x_t, *g_v0_t, *g_beta_t;
     OP_REQUIRES_OK(context, context->allocate_output(0, g_spikes.shape(), &g_x_t));
-    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({batch, n}), &g_v0_t));
+    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "LifScanGrad", 1, "grad_v0",
+                                                   {batch, n}, &g_v0_t));
     OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({n}), &g_beta_t));
     const T* gs = g_spikes.flat<T>().data();
     const T* g_v_last = context->input(1).flat<T>().data();
@@ -498,7 +464,8 @@ class LifScanGradOp : public SurrogateGradOp<LifScanGradOp<T>> {
     // The loop bodies are branch-free (loop-invariant options become selects and the decay
     // gradient is always accumulated) so that the compiler vectorises them over neurons.
     std::vector<T> partial(parts * n, T(0));
-    ForEachPart(context, batch, parts, steps * n * 12, [&](int64_t p, int64_t b0, int64_t b1) {
+    const double row_cost = static_cast<double>(steps) * n * 12;
+    ForEachPart(context, batch, parts, row_cost, [&](int64_t p, int64_t b0, int64_t b1) {
       T* __restrict g_beta_part = partial.data() + p * n;
       // A slice of kSlice neurons at a time walks all steps back, its dL/dv and decay gradient
       // in small local buffers: carried in place in the [batch, n] output and the partial sums,
@@ -542,15 +509,16 @@ class LifScanGradOp : public SurrogateGradOp<LifScanGradOp<T>> {
 // Current-based LIF
 // ------------------------------------------------------------------------------------------
 template <typename T>
-class CubaLifScanOp : public OpKernel {
+class CubaLifScanOp : public GuardedOpKernel {
  public:
-  explicit CubaLifScanOp(OpKernelConstruction* context) : OpKernel(context) {
+  explicit CubaLifScanOp(OpKernelConstruction* context)
+      : GuardedOpKernel(context, "CubaLifScan") {
     std::string reset;
     OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
     reset_zero_ = reset == "zero";
   }
 
-  void Compute(OpKernelContext* context) override {
+  void DoCompute(OpKernelContext* context) override {
     const char* op = "CubaLifScan";
     const Tensor& currents = context->input(0);
     OP_REQUIRES_OK(context, CheckInput(op, "currents", currents, {-1, -1, -1}));
@@ -565,8 +533,10 @@ class CubaLifScanOp : public OpKernel {
     OP_REQUIRES_OK(context, context->allocate_output(0, currents.shape(), &spikes));
     OP_REQUIRES_OK(context, context->allocate_output(1, currents.shape(), &i_all));
     OP_REQUIRES_OK(context, context->allocate_output(2, currents.shape(), &v_all));
-    OP_REQUIRES_OK(context, context->allocate_output(3, TensorShape({batch, n}), &i_last));
-    OP_REQUIRES_OK(context, context->allocate_output(4, TensorShape({batch, n}), &v_last));
+    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "CubaLifScan", 3, "i_last",
+                                                   {batch, n}, &i_last));
+    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "CubaLifScan", 4, "v_last",
+                                                   {batch, n}, &v_last));
     const T* x = currents.flat<T>().data();
     const T* i0 = context->input(1).flat<T>().data();
     const T* v0 = context->input(2).flat<T>().data();
@@ -579,7 +549,7 @@ class CubaLifScanOp : public OpKernel {
     T* i_state = i_last->flat<T>().data();
     T* v_state = v_last->flat<T>().data();
     const bool reset_zero = reset_zero_;
-    ForEachPart(context, batch, NumParts(context, batch), steps * n * 8,
+    ForEachPart(context, batch, NumParts(context, batch), static_cast<double>(steps) * n * 8,
                 [&](int64_t, int64_t b0, int64_t b1) {
                   for (int64_t b = b0; b < b1; ++b) {
                     T* cur = i_state + b * n;
@@ -629,8 +599,10 @@ class CubaLifScanGradOp : public SurrogateGradOp<CubaLifScanGradOp<T>> {
     OP_REQUIRES_OK(context, CheckInput(op, "threshold", context->input(7), {}));
     Tensor *g_x_t, *g_i0_t, *g_v0_t, *g_alpha_t, *g_beta_t;
     OP_REQUIRES_OK(context, context->allocate_output(0, g_spikes.shape(), &g_x_t));
-    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({batch, n}), &g_i0_t));
-    OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({batch, n}), &g_v0_t));
+    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "CubaLifScanGrad", 1, "grad_i0",
+                                                   {batch, n}, &g_i0_t));
+    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "CubaLifScanGrad", 2, "grad_v0",
+                                                   {batch, n}, &g_v0_t));
     OP_REQUIRES_OK(context, context->allocate_output(3, TensorShape({n}), &g_alpha_t));
     OP_REQUIRES_OK(context, context->allocate_output(4, TensorShape({n}), &g_beta_t));
     const T* gs = g_spikes.flat<T>().data();
@@ -650,7 +622,8 @@ class CubaLifScanGradOp : public SurrogateGradOp<CubaLifScanGradOp<T>> {
     const int64_t parts = NumParts(context, batch);
     // branch-free loop body, as in LifScanGrad, so that it vectorises over neurons
     std::vector<T> partial(2 * parts * n, T(0));
-    ForEachPart(context, batch, parts, steps * n * 14, [&](int64_t p, int64_t b0, int64_t b1) {
+    const double row_cost = static_cast<double>(steps) * n * 14;
+    ForEachPart(context, batch, parts, row_cost, [&](int64_t p, int64_t b0, int64_t b1) {
       T* __restrict g_alpha_part = partial.data() + p * n;
       T* __restrict g_beta_part = partial.data() + (parts + p) * n;
       for (int64_t b = b0; b < b1; ++b) {
@@ -687,11 +660,12 @@ class CubaLifScanGradOp : public SurrogateGradOp<CubaLifScanGradOp<T>> {
 // Leaky integrator (the non-spiking readout)
 // ------------------------------------------------------------------------------------------
 template <typename T>
-class LiScanOp : public OpKernel {
+class LiScanOp : public GuardedOpKernel {
  public:
-  explicit LiScanOp(OpKernelConstruction* context) : OpKernel(context) {}
+  explicit LiScanOp(OpKernelConstruction* context)
+      : GuardedOpKernel(context, "LiScan") {}
 
-  void Compute(OpKernelContext* context) override {
+  void DoCompute(OpKernelContext* context) override {
     const Tensor& currents = context->input(0);
     OP_REQUIRES_OK(context, CheckInput("LiScan", "currents", currents, {-1, -1, -1}));
     const int64_t batch = currents.dim_size(0), steps = currents.dim_size(1),
@@ -700,13 +674,14 @@ class LiScanOp : public OpKernel {
     OP_REQUIRES_OK(context, CheckInput("LiScan", "beta", context->input(2), {n}));
     Tensor *membrane, *v_last;
     OP_REQUIRES_OK(context, context->allocate_output(0, currents.shape(), &membrane));
-    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({batch, n}), &v_last));
+    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "LiScan", 1, "v_last",
+                                                   {batch, n}, &v_last));
     const T* x = currents.flat<T>().data();
     const T* v0 = context->input(1).flat<T>().data();
     const T* beta = context->input(2).flat<T>().data();
     T* v_out = membrane->flat<T>().data();
     T* v_state = v_last->flat<T>().data();
-    ForEachPart(context, batch, NumParts(context, batch), steps * n * 3,
+    ForEachPart(context, batch, NumParts(context, batch), static_cast<double>(steps) * n * 3,
                 [&](int64_t, int64_t b0, int64_t b1) {
                   for (int64_t b = b0; b < b1; ++b) {
                     T* __restrict v = v_state + b * n;
@@ -726,13 +701,14 @@ class LiScanOp : public OpKernel {
 };
 
 template <typename T>
-class LiScanGradOp : public OpKernel {
+class LiScanGradOp : public GuardedOpKernel {
  public:
-  explicit LiScanGradOp(OpKernelConstruction* context) : OpKernel(context) {
+  explicit LiScanGradOp(OpKernelConstruction* context)
+      : GuardedOpKernel(context, "LiScanGrad") {
     OP_REQUIRES_OK(context, context->GetAttr("decay_grad", &decay_grad_));
   }
 
-  void Compute(OpKernelContext* context) override {
+  void DoCompute(OpKernelContext* context) override {
     const char* op = "LiScanGrad";
     const Tensor& g_membrane = context->input(0);
     OP_REQUIRES_OK(context, CheckInput(op, "grad_membrane", g_membrane, {-1, -1, -1}));
@@ -744,7 +720,8 @@ class LiScanGradOp : public OpKernel {
     OP_REQUIRES_OK(context, CheckInput(op, "beta", context->input(4), {n}));
     Tensor *g_x_t, *g_v0_t, *g_beta_t;
     OP_REQUIRES_OK(context, context->allocate_output(0, g_membrane.shape(), &g_x_t));
-    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({batch, n}), &g_v0_t));
+    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "LiScanGrad", 1, "grad_v0",
+                                                   {batch, n}, &g_v0_t));
     OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({n}), &g_beta_t));
     const T* gm = g_membrane.flat<T>().data();
     const T* g_v_last = context->input(1).flat<T>().data();
@@ -755,7 +732,8 @@ class LiScanGradOp : public OpKernel {
     T* g_v0 = g_v0_t->flat<T>().data();
     const int64_t parts = NumParts(context, batch);
     std::vector<T> partial(parts * n, T(0));
-    ForEachPart(context, batch, parts, steps * n * 4, [&](int64_t p, int64_t b0, int64_t b1) {
+    const double row_cost = static_cast<double>(steps) * n * 4;
+    ForEachPart(context, batch, parts, row_cost, [&](int64_t p, int64_t b0, int64_t b1) {
       T* __restrict g_beta = partial.data() + p * n;
       for (int64_t b = b0; b < b1; ++b) {
         T* __restrict g_v = g_v0 + b * n;  // dL/dv[t] from later steps, carried backward

@@ -464,11 +464,12 @@ Status CheckMatrix(const Tensor& t, const char* op, const char* name) {
 
 // kRecord: SparseSpikeMatmulEvents (also returns the event list), else SparseSpikeMatmul.
 template <typename T, bool kRecord>
-class SparseSpikeMatmulOp : public OpKernel {
+class SparseSpikeMatmulOp : public GuardedOpKernel {
  public:
-  explicit SparseSpikeMatmulOp(OpKernelConstruction* context) : OpKernel(context) {}
+  explicit SparseSpikeMatmulOp(OpKernelConstruction* context)
+      : GuardedOpKernel(context, kRecord ? "SparseSpikeMatmulEvents" : "SparseSpikeMatmul") {}
 
-  void Compute(OpKernelContext* context) override {
+  void DoCompute(OpKernelContext* context) override {
     const char* op = kRecord ? "SparseSpikeMatmulEvents" : "SparseSpikeMatmul";
     const Tensor& spikes = context->input(0);
     const Tensor& weights = context->input(1);
@@ -481,9 +482,10 @@ class SparseSpikeMatmulOp : public OpKernel {
                 errors::InvalidArgument(op, ": spikes has ", n_in, " columns but weights has ",
                                         weights.dim_size(0), " rows; they must match"));
     if (kRecord) OP_REQUIRES_OK(context, CheckEventIndexRange(n_in, op));
+    // rows x n_out can pass int64 when n_in is 0 (both inputs empty): a checked shape
     Tensor* output = nullptr;
     OP_REQUIRES_OK(context,
-                   context->allocate_output(0, TensorShape({rows, n_out}), &output));
+                   AllocateOutputChecked(context, op, 0, "output", {rows, n_out}, &output));
     // without outputs the events are still recorded: the weight gradient [n_in, 0] is empty
     // either way, but the list must describe `spikes`
     EventRecorder<T> recorder(kRecord ? rows : 0);
@@ -508,7 +510,7 @@ class SparseSpikeMatmulOp : public OpKernel {
         }
       };
       // cost of a row: the scan for active inputs plus, at a typical 10 % activity, the updates
-      ParallelRange(context, rows, n_in + n_in * n_out / 10 + 1, rows_fn);
+      ParallelRange(context, rows, ShardCost(n_in + n_in * (n_out / 10.0) + 1, rows), rows_fn);
     }
     if (kRecord) OP_REQUIRES_OK(context, recorder.Write(context, 1));
   }
@@ -659,7 +661,8 @@ void AccumulateGradWeights(OpKernelContext* context, int64_t rows, int64_t n_in,
     part_fn(0);
     return;
   }
-  ParallelRange(context, parts, rows_per_part * (n_in + n_in * n_out / 10) + 1,
+  const double part_cost = static_cast<double>(rows_per_part) * (n_in + n_in * (n_out / 10.0));
+  ParallelRange(context, parts, ShardCost(part_cost + 1, parts),
                 [&part_fn](int64_t begin, int64_t end) {
                   for (int64_t part = begin; part < end; ++part) part_fn(part);
                 });
@@ -675,11 +678,12 @@ void AccumulateGradWeights(OpKernelContext* context, int64_t rows, int64_t n_in,
 }
 
 template <typename T>
-class SparseSpikeMatmulGradWeightsOp : public OpKernel {
+class SparseSpikeMatmulGradWeightsOp : public GuardedOpKernel {
  public:
-  explicit SparseSpikeMatmulGradWeightsOp(OpKernelConstruction* context) : OpKernel(context) {}
+  explicit SparseSpikeMatmulGradWeightsOp(OpKernelConstruction* context)
+      : GuardedOpKernel(context, "SparseSpikeMatmulGradWeights") {}
 
-  void Compute(OpKernelContext* context) override {
+  void DoCompute(OpKernelContext* context) override {
     const Tensor& spikes = context->input(0);
     const Tensor& grad = context->input(1);
     OP_REQUIRES_OK(context, CheckMatrix(spikes, "SparseSpikeMatmulGradWeights", "spikes"));
@@ -691,9 +695,10 @@ class SparseSpikeMatmulGradWeightsOp : public OpKernel {
                 errors::InvalidArgument("SparseSpikeMatmulGradWeights: spikes has ", rows,
                                         " rows but grad has ", grad.dim_size(0),
                                         "; they must match"));
+    // n_in x n_out can pass int64 when there are no rows: a checked shape
     Tensor* output = nullptr;
-    OP_REQUIRES_OK(context,
-                   context->allocate_output(0, TensorShape({n_in, n_out}), &output));
+    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "SparseSpikeMatmulGradWeights", 0,
+                                                  "grad_weights", {n_in, n_out}, &output));
     const SpikesEventSource<T> source{spikes.flat<T>().data(), n_in};
     AccumulateGradWeights(context, rows, n_in, n_out, grad.flat<T>().data(),
                           output->flat<T>().data(), source);
@@ -701,11 +706,12 @@ class SparseSpikeMatmulGradWeightsOp : public OpKernel {
 };
 
 template <typename T>
-class SparseEventsGradWeightsOp : public OpKernel {
+class SparseEventsGradWeightsOp : public GuardedOpKernel {
  public:
-  explicit SparseEventsGradWeightsOp(OpKernelConstruction* context) : OpKernel(context) {}
+  explicit SparseEventsGradWeightsOp(OpKernelConstruction* context)
+      : GuardedOpKernel(context, "SparseEventsGradWeights") {}
 
-  void Compute(OpKernelContext* context) override {
+  void DoCompute(OpKernelContext* context) override {
     const char* op = "SparseEventsGradWeights";
     const Tensor& offsets_t = context->input(0);
     const Tensor& inputs_t = context->input(1);
@@ -774,15 +780,16 @@ class SparseEventsGradWeightsOp : public OpKernel {
 //   v' = u - theta S (subtract) or u (1 - S) (zero).
 // A single op per time step keeps a step's cost near the work itself at batch 1.
 template <typename T>
-class SparseLifStepOp : public OpKernel {
+class SparseLifStepOp : public GuardedOpKernel {
  public:
-  explicit SparseLifStepOp(OpKernelConstruction* context) : OpKernel(context) {
+  explicit SparseLifStepOp(OpKernelConstruction* context)
+      : GuardedOpKernel(context, "SparseLifStep") {
     std::string reset;
     OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
     reset_zero_ = reset == "zero";
   }
 
-  void Compute(OpKernelContext* context) override {
+  void DoCompute(OpKernelContext* context) override {
     const char* op = "SparseLifStep";
     const Tensor& spikes = context->input(0);
     const Tensor& weights = context->input(1);
@@ -807,8 +814,9 @@ class SparseLifStepOp : public OpKernel {
                 errors::InvalidArgument(op, ": threshold must be a scalar (rank 0), got shape ",
                                         threshold.shape().DebugString()));
     Tensor *s_out_t, *v_out_t;
-    OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({batch, n}), &s_out_t));
-    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({batch, n}), &v_out_t));
+    OP_REQUIRES_OK(context,
+                   AllocateOutputChecked(context, op, 0, "spikes_out", {batch, n}, &s_out_t));
+    OP_REQUIRES_OK(context, AllocateOutputChecked(context, op, 1, "v_out", {batch, n}, &v_out_t));
     const T* x = spikes.flat<T>().data();
     const T* w = weights.flat<T>().data();
     const T* v = v_in.flat<T>().data();
@@ -841,7 +849,7 @@ class SparseLifStepOp : public OpKernel {
     if (batch == 1) {
       rows_fn(0, 1);  // one row: no thread hand-off
     } else {
-      ParallelRange(context, batch, n_in + n * n_in / 10 + n + 1, rows_fn);
+      ParallelRange(context, batch, ShardCost(n_in + n_in * (n / 10.0) + n + 1, batch), rows_fn);
     }
   }
 
@@ -858,15 +866,16 @@ class SparseLifStepOp : public OpKernel {
 // ops in sequence. The gradient is LifScanGrad, then SparseEventsGradWeights on the events
 // recorded here (keras_spiking/ops.py).
 template <typename T>
-class SparseLifScanOp : public OpKernel {
+class SparseLifScanOp : public GuardedOpKernel {
  public:
-  explicit SparseLifScanOp(OpKernelConstruction* context) : OpKernel(context) {
+  explicit SparseLifScanOp(OpKernelConstruction* context)
+      : GuardedOpKernel(context, "SparseLifScan") {
     std::string reset;
     OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
     reset_zero_ = reset == "zero";
   }
 
-  void Compute(OpKernelContext* context) override {
+  void DoCompute(OpKernelContext* context) override {
     const char* op = "SparseLifScan";
     const Tensor& spikes = context->input(0);
     const Tensor& weights = context->input(1);
@@ -894,10 +903,12 @@ class SparseLifScanOp : public OpKernel {
                 errors::InvalidArgument(op, ": threshold must be a scalar (rank 0), got shape ",
                                         threshold.shape().DebugString()));
     Tensor *s_out_t, *u_out_t, *v_out_t;
-    const TensorShape seq({batch, steps, n});
+    // batch x steps x n can pass int64 when n_in is 0 (empty spikes): checked shapes
+    TensorShape seq;
+    OP_REQUIRES_OK(context, CheckedShape(op, "spikes_out", {batch, steps, n}, &seq));
     OP_REQUIRES_OK(context, context->allocate_output(0, seq, &s_out_t));
     OP_REQUIRES_OK(context, context->allocate_output(1, seq, &u_out_t));
-    OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({batch, n}), &v_out_t));
+    OP_REQUIRES_OK(context, AllocateOutputChecked(context, op, 2, "v_last", {batch, n}, &v_out_t));
     OP_REQUIRES_OK(context, CheckEventIndexRange(n_in, op));
     EventRecorder<T> recorder(batch * steps);
     // no early return for n = 0 (no neurons): the scan below still walks the rows, since the
@@ -940,7 +951,8 @@ class SparseLifScanOp : public OpKernel {
         }
       }
     };
-    ParallelRange(context, batch, steps * (n_in + n_in * n / 10 + 6 * n) + 1, rows_fn);
+    const double cost = static_cast<double>(steps) * (n_in + n_in * (n / 10.0) + 6.0 * n) + 1;
+    ParallelRange(context, batch, ShardCost(cost, batch), rows_fn);
     OP_REQUIRES_OK(context, recorder.Write(context, 3));
   }
 

@@ -97,13 +97,31 @@ OVERFLOW_POLICIES = ("raise", "warn")
 
 @dataclasses.dataclass(frozen=True)
 class Kinetics:
-    """Time constants, threshold and grid of one EventProp layer (seconds)."""
+    """Time constants, threshold and grid of one EventProp layer (seconds).
+
+    ``tau_mem``, ``tau_syn`` and ``dt`` are seconds within the float32 range (about
+    ``1.2e-38`` to ``3.4e38``), ``threshold`` finite, ``steps`` an integer in
+    ``[1, 2**31 - 1]`` (step indices are int32 in the kernels and in the TF twin); anything else
+    raises a TypeError or ValueError naming the field.
+    """
 
     tau_mem: float = 20e-3
     tau_syn: float = 5e-3
     threshold: float = 1.0
     dt: float = 1e-3
     steps: int = 100
+
+    def __post_init__(self):
+        owner = type(self).__name__
+        values = {
+            "tau_mem": _validation.seconds("tau_mem", self.tau_mem, owner),
+            "tau_syn": _validation.seconds("tau_syn", self.tau_syn, owner),
+            "threshold": _validation.finite_number("threshold", self.threshold, owner),
+            "dt": _validation.seconds("dt", self.dt, owner),
+            "steps": _validation.positive_int("steps", self.steps, owner),
+        }
+        for name, value in values.items():  # plain Python numbers, whatever came in
+            object.__setattr__(self, name, value)
 
     @property
     def equal_taus(self) -> bool:
@@ -417,9 +435,24 @@ def spiking_layer(
 
     Returns:
         ``[batch, units, max_spikes]`` output spike times in seconds, sorted, ``+inf`` unused.
+
+    Raises:
+        ValueError: ``max_spikes`` outside ``[1, 2**31 - 1]``, or a spike buffer
+            ``batch x units x max_spikes`` above ``2**40`` elements (checked where the batch
+            is known when the layer is traced; a batch only known at run time that is too large
+            fails with a TensorFlow error instead).
     """
-    kin, interp = kinetics, bool(interpolate)
+    kin, interp = _checked_kinetics(kinetics, name), bool(interpolate)
+    max_spikes = _validation.positive_int("max_spikes", max_spikes, name)
+    on_overflow = _validation.one_of("on_overflow", on_overflow, OVERFLOW_POLICIES, name)
     setting = ops.validate_setting(use_custom_ops)
+    _validation.buffer_size(
+        "max_spikes",
+        max_spikes,
+        {"batch": _dim(times_in, 0), "units": _dim(kernel, -1), "max_spikes": max_spikes},
+        "the spike buffers",
+        name,
+    )
 
     @tf.custom_gradient
     def layer(times, w, *rec_weights):
@@ -434,18 +467,22 @@ def spiking_layer(
             spikes, counts, overflow = _spiking_forward(
                 times, w, rec, kin=kin, max_spikes=max_spikes, interpolate=interp
             )
-        message = (
-            f"{name}: a neuron spiked more than max_spikes={max_spikes} times in the window; "
-            "raise `max_spikes` (memory grows with it) or pass on_overflow='warn'"
-        )
         if on_overflow == "raise":
-            check = tf.debugging.assert_equal(overflow, 0, message=message)
+            check = tf.debugging.Assert(
+                tf.equal(overflow, 0),
+                [
+                    f"{name}: a neuron spiked more than max_spikes={max_spikes} times in the "
+                    "window; raise `max_spikes` (memory grows with it) or pass "
+                    "on_overflow='warn' to drop the extra spikes. Spikes not recorded:",
+                    overflow,
+                ],
+            )
             with tf.control_dependencies([check]):
                 out = tf.identity(spikes.times)
         else:
             printed = tf.cond(
                 overflow > 0,
-                lambda: _print_warning(message, overflow),
+                lambda: _print_warning(name, max_spikes, overflow),
                 lambda: tf.constant(True),
             )
             with tf.control_dependencies([printed]):
@@ -501,19 +538,39 @@ def _finite_gradient(g_out, name: str):
         return tf.identity(g_out)
 
 
-def _print_warning(message, overflow):
+def _print_warning(name: str, max_spikes: int, overflow):
+    """Prints the on_overflow="warn" message: what was lost, and the fix (more slots)."""
     with tf.control_dependencies(
         [
             tf.print(
-                "WARNING:",
-                message,
-                "- spikes not recorded:",
+                f"WARNING: {name}:",
                 overflow,
+                f"spikes not recorded: a neuron spiked more than max_spikes={max_spikes} times "
+                "in the window (the extra spikes still reset it, but are not passed on and get "
+                f"no gradient); raise `max_spikes` above {max_spikes} to keep them (memory "
+                "grows with it)",
                 output_stream="file:///dev/stderr",
             )
         ]
     ):
         return tf.constant(True)
+
+
+def _dim(x, axis: int) -> int | None:
+    """A dimension of ``x`` known before the call (None if unknown, e.g. a symbolic batch)."""
+    try:
+        size = tf.TensorShape(getattr(x, "shape", None))[axis]
+    except (TypeError, ValueError, IndexError):
+        return None
+    return None if size is None else int(size)
+
+
+def _checked_kinetics(kinetics, owner: str) -> Kinetics:
+    if not isinstance(kinetics, Kinetics):
+        raise TypeError(
+            f"{owner}: `kinetics` must be a keras_spiking.eventprop.Kinetics, got {kinetics!r}"
+        )
+    return kinetics
 
 
 def _readout_forward(times_in, kernel, *, kin: Kinetics, readout: str):
@@ -577,6 +634,7 @@ def readout_layer(
     kinetics: Kinetics,
     readout: str = "max",
     use_custom_ops: str | bool = "auto",
+    name: str = "EventProp readout",
 ) -> tf.Tensor:
     r"""A non-spiking leaky-integrator layer read out over the window, with the EventProp gradient.
 
@@ -590,13 +648,27 @@ def readout_layer(
     - "sequence": ``V(t_n)`` for every step, ``[batch, steps, units]`` (memory grows with
       the steps).
 
-    ``use_custom_ops``: as in :func:`spiking_layer`.
+    ``use_custom_ops``: as in :func:`spiking_layer`; ``name`` is used in error messages.
 
     Returns:
         ``[batch, units]`` (or ``[batch, steps, units]`` for "sequence").
+
+    Raises:
+        ValueError: an unknown ``readout``, or for "sequence" an output
+            ``batch x steps x units`` above ``2**40`` elements (where the batch is known when
+            the layer is traced).
     """
-    kin = kinetics
+    kin = _checked_kinetics(kinetics, name)
+    readout = _validation.one_of("readout", readout, READOUTS, name)
     setting = ops.validate_setting(use_custom_ops)
+    if readout == "sequence":
+        _validation.buffer_size(
+            "steps",
+            kin.steps,
+            {"batch": _dim(times_in, 0), "steps": kin.steps, "units": _dim(kernel, -1)},
+            'the "sequence" readout',
+            name,
+        )
 
     @tf.custom_gradient
     def layer(times, w):
@@ -607,7 +679,7 @@ def readout_layer(
             out, arg = _readout_forward(times, w, kin=kin, readout=readout)
 
         def grad(g_out):
-            g_out = _finite_gradient(g_out, "EventProp readout")
+            g_out = _finite_gradient(g_out, name)
             if kernels:
                 d_times, d_w, _ = ops.eventprop_backward(
                     times, w, kinetics=kin, readout=readout, readout_grad=g_out, argmax=arg
@@ -671,6 +743,9 @@ def sequence_to_times(
             or NaN.
         name: used in the error message.
     """
+    dt = _validation.positive_number("dt", dt, name)
+    if max_spikes is not None:
+        max_spikes = _validation.positive_int("max_spikes", max_spikes, name)
     if check:
         in_range = tf.debugging.Assert(
             tf.reduce_all(tf.logical_and(events >= 0, events <= 1)),
@@ -708,6 +783,8 @@ def times_to_sequence(times: tf.Tensor, steps: int, dt: float) -> tf.Tensor:
     :func:`sequence_to_times`); spikes past the window and ``+inf`` slots are left out.
     Differentiable with respect to the spike times.
     """
+    steps = _validation.positive_int("steps", steps, "times_to_sequence")
+    dt = _validation.positive_number("dt", dt, "times_to_sequence")
     position = times / dt
     finite = tf.math.is_finite(times)
     safe = tf.where(finite, position, tf.zeros_like(position))
@@ -799,16 +876,22 @@ def get_rule(gradient) -> EventProp | None:
     """The gradient rule named by ``gradient``.
 
     None for "surrogate" (BPTT with the surrogate), an :class:`EventProp` for "eventprop", an
-    ``EventProp`` instance, or its serialized dict.
+    ``EventProp`` instance, or its serialized dict (returned as Keras deserializes it). Anything
+    else raises a ValueError naming ``gradient``.
     """
-    if gradient is None or gradient == "surrogate":
+    if gradient is None or (isinstance(gradient, str) and gradient == "surrogate"):
         return None
-    if gradient == "eventprop":
+    if isinstance(gradient, str) and gradient == "eventprop":
         return EventProp()
     if isinstance(gradient, EventProp):
         return gradient
     if isinstance(gradient, dict):
-        return keras.saving.deserialize_keras_object(gradient)
+        # whatever Keras decodes (callers check that it is an EventProp and say what it is)
+        try:
+            return keras.saving.deserialize_keras_object(gradient)
+        except Exception as error:  # Keras raises several kinds for a malformed config
+            kind = TypeError if isinstance(error, TypeError) else ValueError
+            raise kind(f"`gradient`: could not deserialize {gradient!r} ({error})") from None
     raise ValueError(
         "`gradient` must be 'surrogate', 'eventprop', a keras_spiking.eventprop.EventProp or "
         f"its serialized dict, got {gradient!r}"

@@ -25,6 +25,7 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_spiking import _validation, eventprop, ops
@@ -56,12 +57,16 @@ class _EventPropBase(keras.layers.Layer):
             "input_format", input_format, ("times", "sequence"), owner
         )
         self.units = _validation.positive_int("units", units, owner)
-        self.steps = _validation.positive_int("steps", steps, owner)
-        self.dt = _validation.positive_number("dt", dt, owner)
-        self.tau_mem = _validation.positive_number("tau_mem", tau_mem, owner)
-        self.tau_syn = _validation.positive_number("tau_syn", tau_syn, owner)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.steps = _validation.positive_int("steps", steps, owner)  # <= 2**31 - 1
+        self.dt = _validation.seconds("dt", dt, owner)
+        self.tau_mem = _validation.seconds("tau_mem", tau_mem, owner)
+        self.tau_syn = _validation.seconds("tau_syn", tau_syn, owner)
+        self.kernel_initializer = _validation.resolved(
+            "kernel_initializer", kernel_initializer, keras.initializers.get, owner
+        )
+        self.kernel_regularizer = _validation.resolved(
+            "kernel_regularizer", kernel_regularizer, keras.regularizers.get, owner
+        )
         self.check_inputs = bool(check_inputs)
         self.use_custom_ops = ops.validate_setting(use_custom_ops)
 
@@ -194,14 +199,19 @@ class EventPropCubaLIF(_EventPropBase):
     finite differences of the loss wherever no spike appears or disappears.
 
     Args:
-        units: number of neurons.
-        steps: number of grid steps; the window is ``[0, steps * dt]``.
+        units: number of neurons, at most ``2**31 - 1``.
+        steps: number of grid steps, at most ``2**31 - 1`` (step indices are int32); the
+            window is ``[0, steps * dt]``. Memory does not grow with it.
         dt: grid step in seconds (default 1 ms).
         tau_mem: membrane time constant ``tau_m`` in seconds (default 20 ms, as in the paper).
-        tau_syn: synaptic time constant ``tau_s`` in seconds (default 5 ms).
+        tau_syn: synaptic time constant ``tau_s`` in seconds (default 5 ms). ``dt``, ``tau_mem``
+            and ``tau_syn`` must be float32-representable (about ``1.2e-38`` to ``3.4e38``).
         threshold: ``theta`` > 0 (default 1).
-        max_spikes: buffer slots per neuron and sample (default 8): the output has this many
-            slots. Memory grows with it, not with ``steps``.
+        max_spikes: buffer slots per neuron and sample (default 8), at most ``2**31 - 1``: the
+            output has this many slots. Memory grows with it, not with ``steps``: the spike
+            buffers hold ``batch x units x max_spikes`` elements, which may not pass ``2**40``
+            (a ValueError at construction for ``units x max_spikes``, and at the call once the
+            batch is known).
         on_overflow: what happens when a neuron spikes more than ``max_spikes`` times:
             "raise" (default) an InvalidArgumentError, or "warn" (printed to stderr; the extra
             spikes still reset the neuron but are not passed on and get no gradient).
@@ -269,8 +279,19 @@ class EventPropCubaLIF(_EventPropBase):
             count_strength=count_strength,
             silent_bump=silent_bump,
         )
-        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
-        self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
+        _validation.buffer_size(
+            "max_spikes",
+            self.rule.max_spikes,
+            {"batch": None, "units": self.units, "max_spikes": self.rule.max_spikes},
+            "the spike buffers",
+            owner,
+        )
+        self.recurrent_initializer = _validation.resolved(
+            "recurrent_initializer", recurrent_initializer, keras.initializers.get, owner
+        )
+        self.recurrent_regularizer = _validation.resolved(
+            "recurrent_regularizer", recurrent_regularizer, keras.regularizers.get, owner
+        )
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -330,7 +351,9 @@ class EventPropLI(_EventPropBase):
       integrated-voltage loss of Nowotny, Turner & Knight (2022), which trains better.
     - ``"last"``: ``V(T)``.
     - ``"sequence"``: ``V(t_n)`` for ``n = 1..steps``, ``[batch, steps, units]`` for any other
-      voltage loss (memory then grows with ``steps``).
+      voltage loss (memory then grows with ``steps``: ``batch x steps x units`` may not pass
+      ``2**40`` elements, a ValueError at construction for ``steps x units`` and at the call
+      once the batch is known).
 
     Args:
         units: number of outputs.
@@ -344,9 +367,16 @@ class EventPropLI(_EventPropBase):
 
     def __init__(self, units: int, *, steps: int, readout: str = "max", **kwargs):
         super().__init__(units, steps=steps, **kwargs)
-        self.readout = _validation.one_of(
-            "readout", readout, eventprop.READOUTS, type(self).__name__
-        )
+        owner = type(self).__name__
+        self.readout = _validation.one_of("readout", readout, eventprop.READOUTS, owner)
+        if self.readout == "sequence":
+            _validation.buffer_size(
+                "steps",
+                self.steps,
+                {"batch": None, "steps": self.steps, "units": self.units},
+                'the "sequence" readout',
+                owner,
+            )
 
     def call(self, inputs, training=None):
         return eventprop.readout_layer(
@@ -355,6 +385,7 @@ class EventPropLI(_EventPropBase):
             kinetics=self._kinetics(),
             readout=self.readout,
             use_custom_ops=ops.call_setting(self.use_custom_ops, training),
+            name=f"{type(self).__name__} ({self.name})",
         )
 
     def compute_output_shape(self, input_shape):
@@ -380,14 +411,21 @@ class SpikeTimeDropout(keras.layers.Layer):
 
     Args:
         rate: probability of removing a spike, ``0 <= rate < 1``.
-        seed: optional int seed.
+        seed: optional int seed (within the int64 range).
     """
 
     def __init__(self, rate: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        rate = _validation.non_negative_number("rate", rate, type(self).__name__)
+        owner = type(self).__name__
+        rate = _validation.non_negative_number("rate", rate, owner)
         if not rate < 1:
-            raise ValueError(f"{type(self).__name__}: `rate` must be < 1, got {rate!r}")
+            raise ValueError(f"{owner}: `rate` must be < 1, got {rate!r}")
+        if seed is not None:
+            if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+                raise TypeError(f"{owner}: `seed` must be an integer or None, got {seed!r}")
+            if not -(2**63) <= seed < 2**63:
+                raise ValueError(f"{owner}: `seed` must lie in the int64 range, got {seed!r}")
+            seed = int(seed)
         self.rate, self.seed = rate, seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 

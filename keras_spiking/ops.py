@@ -787,6 +787,33 @@ def _no_recurrent(dtype):
     return tf.zeros([0, 0], dtype)
 
 
+def _checked_eventprop_args(
+    owner: str, times_in, kernel, kinetics, *, max_spikes=None, readout=None
+) -> tuple[int, int | None]:
+    """The EventProp kernels' attributes, checked before they reach an op.
+
+    ``steps`` (from ``kinetics``) and ``max_spikes`` are integers in ``[1, 2**31 - 1]``
+    (the kernels refuse others too, with an InvalidArgumentError), and the buffers they size
+    with the batch and the units (``batch x units x max_spikes``; ``batch x steps x units``
+    for the "sequence" readout) stay within ``2**40`` elements where those sizes are known.
+    Returns ``(steps, max_spikes)``; raises TypeError / ValueError naming the argument.
+    """
+    from keras_spiking import _validation, eventprop
+
+    steps = _validation.positive_int("kinetics.steps", getattr(kinetics, "steps", None), owner)
+    batch, units = eventprop._dim(times_in, 0), eventprop._dim(kernel, -1)
+    if max_spikes is not None:
+        max_spikes = _validation.positive_int("max_spikes", max_spikes, owner)
+        dims = {"batch": batch, "units": units, "max_spikes": max_spikes}
+        _validation.buffer_size("max_spikes", max_spikes, dims, "the spike buffers", owner)
+    if readout is not None:
+        _validation.one_of("readout", readout, eventprop.READOUTS, owner)
+        if readout == "sequence":
+            dims = {"batch": batch, "steps": steps, "units": units}
+            _validation.buffer_size("steps", steps, dims, 'the "sequence" readout', owner)
+    return steps, max_spikes
+
+
 def eventprop_spiking_forward(
     times_in, kernel, recurrent=None, *, kinetics, max_spikes: int, interpolate: bool = True
 ):
@@ -804,7 +831,14 @@ def eventprop_spiking_forward(
         ``((times, step, phi, slope, current), counts, overflow)``: the per-spike record, each
         ``[batch, units, max_spikes]`` (``step`` int32), the spike counts ``[batch, units]``
         int32 and the number of spikes not recorded (int32 scalar).
+
+    Raises:
+        ValueError: ``kinetics.steps`` or ``max_spikes`` outside ``[1, 2**31 - 1]``, or
+            ``batch x units x max_spikes`` above ``2**40`` elements.
     """
+    steps, max_spikes = _checked_eventprop_args(
+        "eventprop_spiking_forward", times_in, kernel, kinetics, max_spikes=max_spikes
+    )
     lib = _eventprop_library()
     times_in = tf.convert_to_tensor(times_in)
     kernel = tf.convert_to_tensor(kernel, times_in.dtype)
@@ -819,7 +853,7 @@ def eventprop_spiking_forward(
             kernel,
             recurrent,
             _kinetics_vector(kinetics),
-            steps=kinetics.steps,
+            steps=steps,
             max_spikes=max_spikes,
             interpolate=bool(interpolate),
         )
@@ -833,6 +867,9 @@ def eventprop_spiking_forward_reference(
     """Pure-TF twin of :func:`eventprop_spiking_forward` (``eventprop._spiking_forward``)."""
     from keras_spiking import eventprop
 
+    _, max_spikes = _checked_eventprop_args(
+        "eventprop_spiking_forward_reference", times_in, kernel, kinetics, max_spikes=max_spikes
+    )
     spikes, counts, overflow = eventprop._spiking_forward(
         times_in,
         kernel,
@@ -850,14 +887,21 @@ def eventprop_readout_forward(times_in, kernel, *, kinetics, readout: str = "max
     Returns:
         ``(output, argmax)``: ``[batch, units]`` (``[batch, steps, units]`` for "sequence") and
         the int32 step of each maximum ``[batch, units]`` (zeros unless ``readout="max"``).
+
+    Raises:
+        ValueError: an unknown ``readout``, ``kinetics.steps`` outside ``[1, 2**31 - 1]``, or
+            for "sequence" ``batch x steps x units`` above ``2**40`` elements.
     """
+    steps, _ = _checked_eventprop_args(
+        "eventprop_readout_forward", times_in, kernel, kinetics, readout=readout
+    )
     lib = _eventprop_library()
     times_in = tf.convert_to_tensor(times_in)
     return lib.keras_spiking_event_prop_readout_forward(
         times_in,
         tf.convert_to_tensor(kernel, times_in.dtype),
         _kinetics_vector(kinetics),
-        steps=kinetics.steps,
+        steps=steps,
         readout=readout,
     )
 
@@ -866,6 +910,9 @@ def eventprop_readout_forward_reference(times_in, kernel, *, kinetics, readout: 
     """Pure-TF twin of :func:`eventprop_readout_forward` (its argmax: zeros unless "max")."""
     from keras_spiking import eventprop
 
+    _checked_eventprop_args(
+        "eventprop_readout_forward_reference", times_in, kernel, kinetics, readout=readout
+    )
     out, arg = eventprop._readout_forward(times_in, kernel, kin=kinetics, readout=readout)
     if arg is None:
         arg = tf.zeros(tf.stack([tf.shape(times_in)[0], tf.shape(kernel)[1]]), tf.int32)
@@ -906,6 +953,9 @@ def eventprop_backward(
     spiking = spikes is not None
     if spiking == (readout is not None):
         raise ValueError("eventprop_backward: pass either `spikes` (spiking) or `readout`")
+    steps, _ = _checked_eventprop_args(
+        "eventprop_backward", times_in, kernel, kinetics, readout=readout
+    )
     rec = _no_recurrent(dtype) if recurrent is None else tf.convert_to_tensor(recurrent, dtype)
     empty3 = tf.zeros([0, 0, 0], dtype)
     empty2 = tf.zeros([0, 0], dtype)
@@ -927,7 +977,7 @@ def eventprop_backward(
         tf.constant(0.0 if min_slope is None else min_slope, tf.float64),
         *spike_args,
         *readout_args,
-        steps=kinetics.steps,
+        steps=steps,
         spiking=spiking,
         readout=readout or "max",
         interpolate=bool(interpolate),

@@ -315,7 +315,13 @@ def test_overflow_warn_keeps_the_first_spikes(capfd):
     )
     assert _counts(full)[0, 0] > 2
     np.testing.assert_array_equal(cut.numpy()[0, 0], full.numpy()[0, 0, :2])
-    assert "not recorded" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    # the warning names the layer and the number of spikes lost, and says what to do about it
+    # (not to pass the on_overflow='warn' the user already passed)
+    lost = _counts(full)[0, 0] - 2
+    assert f"WARNING: eventprop: {lost} spikes not recorded" in err
+    assert "raise `max_spikes` above 2 to keep them" in err
+    assert "on_overflow" not in err
 
 
 def test_min_slope_bounds_the_jump_and_changes_only_the_gradient(rng):

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import keras_spiking as ks
 from keras_spiking import eventprop as ep
-from keras_spiking.eventprop_layers import EventPropCubaLIF, EventPropLI
+from keras_spiking.eventprop_layers import EventPropCubaLIF, EventPropLI, SpikeTimeDropout
 
 
 def _yin_yang(n=64, seed=0):
@@ -173,6 +173,63 @@ def test_overflow_raises_in_the_layer():
     )
     with pytest.raises(tf.errors.InvalidArgumentError, match="max_spikes=1"):
         layer(tf.zeros([1, 1, 1]))
+
+
+@pytest.mark.parametrize("use_custom_ops", [True, False], ids=["kernels", "tf_twin"])
+def test_overflow_warning_names_the_layer_and_the_fix(capfd, use_custom_ops):
+    layer = EventPropCubaLIF(
+        1,
+        steps=60,
+        max_spikes=1,
+        on_overflow="warn",
+        kernel_initializer=keras.initializers.Constant(40.0),
+        use_custom_ops=use_custom_ops,
+        name="hidden",
+    )
+    out = layer(tf.zeros([1, 1, 1]))
+    assert np.isfinite(out.numpy()).sum() == 1
+    err = capfd.readouterr().err
+    assert "WARNING: EventPropCubaLIF (hidden):" in err
+    assert "spikes not recorded" in err and "raise `max_spikes` above 1" in err
+    assert "on_overflow" not in err  # the user passed it already
+
+
+@pytest.mark.parametrize(
+    "layer, kwargs, error, match",
+    [
+        (EventPropCubaLIF, {"units": 2**31, "steps": 10}, ValueError, r"`units`.*<= 2147483647"),
+        (EventPropCubaLIF, {"units": 4, "steps": 2**31}, ValueError, r"`steps`.*2147483648"),
+        (EventPropCubaLIF, {"units": 4, "steps": 10.0}, TypeError, r"`steps`.*10\.0"),
+        (EventPropCubaLIF, {"units": 4, "steps": 10, "max_spikes": 2**31}, ValueError, "max_s"),
+        (
+            EventPropCubaLIF,
+            {"units": 2**11, "steps": 10, "max_spikes": 2**30},
+            ValueError,
+            r"`max_spikes`=1073741824 makes the spike buffers \[batch=\?, units=2048",
+        ),
+        (
+            EventPropLI,
+            {"units": 2**11, "steps": 2**30, "readout": "sequence"},
+            ValueError,
+            r"`steps`=1073741824 .*limit of 1099511627776",
+        ),
+        (EventPropLI, {"units": 4, "steps": 10, "tau_mem": 10**400}, ValueError, "tau_mem"),
+        (EventPropLI, {"units": 4, "steps": 10, "dt": "1e-3"}, TypeError, "`dt`"),
+        (EventPropLI, {"units": 4, "steps": 10, "kernel_initializer": 3}, ValueError, "kernel_in"),
+        (SpikeTimeDropout, {"rate": 0.1, "seed": 2**70}, ValueError, "`seed`"),
+        (SpikeTimeDropout, {"rate": 0.1, "seed": 1.5}, TypeError, "`seed`"),
+    ],
+)
+def test_limits_are_checked_at_construction(layer, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        layer(**kwargs)
+
+
+def test_limits_at_the_edge_are_accepted():
+    # the largest steps and max_spikes that still fit; only the call would need the memory
+    layer = EventPropCubaLIF(1, steps=2**31 - 1, max_spikes=2**31 - 1)
+    assert layer.get_config()["steps"] == 2**31 - 1
+    assert EventPropLI(2**9, steps=2**31 - 1, readout="sequence").steps == 2**31 - 1
 
 
 # ------------------------------------------------------------------ loss, metric, encoder

@@ -8,6 +8,7 @@ finite-difference check of a 2-layer network through the kernels closes the chai
 neither path produced.
 """
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -234,6 +235,23 @@ def test_all_inf_and_past_window_inputs(lib, rng):
         for a, b in zip(got, want, strict=True):
             _close(a, b, F64)
         assert not np.any(got[2].numpy())  # no gradient for input spikes that do not count
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["f32", "f64"])
+def test_long_windows_need_no_steps_sized_scratch(lib, rng, dtype):
+    """Windows of more than 2**16 steps group the events of a row by a comparison sort (the
+    kernels' scratch then grows with the spikes only), shorter ones by a counting sort over the
+    steps. The activity here dies out long before step 200, so both windows must give the same
+    spikes, readout maximum and gradients, to the bit."""
+    short = ep.Kinetics(tau_mem=20e-3, tau_syn=5e-3, threshold=1.0, dt=1e-3, steps=200)
+    long = dataclasses.replace(short, steps=70_000)
+    case = _network_case(rng, dtype, True)
+    got = _network(*case, True, kinetics=long)
+    want = _network(*case, True, kinetics=short)
+    assert int(np.isfinite(want[0].numpy()).sum()) > 10  # spikes in the window
+    assert np.any(want[3].numpy())  # and a gradient that depends on them
+    for name, a, b in zip(("hidden", "out", "d_times", "d_w1", "d_r1", "d_w2"), got, want):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
 
 
 @settings(
