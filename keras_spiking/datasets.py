@@ -18,6 +18,7 @@ import hashlib
 import math
 import os
 import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -332,8 +333,14 @@ def _read_bytes(path: Path) -> bytes:
         try:
             with gzip.open(path, "rb") as f:
                 return f.read()
-        except (OSError, EOFError) as err:
-            raise ValueError(f"{path}: cannot decompress gzip file ({err})") from err
+        # a damaged file fails in one of three ways: a bad header or CRC (gzip.BadGzipFile,
+        # an OSError), a corrupt deflate stream (zlib.error, not an OSError) or a file cut
+        # short (EOFError); all are the file's fault, so all are the ValueError documented
+        except (OSError, EOFError, zlib.error) as err:
+            raise ValueError(
+                f"{path}: cannot decompress gzip file, it is damaged or incomplete "
+                f"({type(err).__name__}: {err})"
+            ) from err
     return path.read_bytes()
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from keras_spiking import cells, eventprop, ops, scan
+from keras_spiking import _validation, cells, eventprop, ops, scan
 
 
 class SpikingSequence(keras.layers.Layer):
@@ -72,6 +72,14 @@ class SpikingSequence(keras.layers.Layer):
         **cell_kwargs,
     ):
         super().__init__(name=name, dtype=dtype, trainable=trainable)
+        if "gradient" in cell_kwargs:
+            # only CubaLIF takes a gradient rule; say so rather than Keras' "unrecognized
+            # keyword arguments passed to LIFCell"
+            raise TypeError(
+                f"{type(self).__name__}: unexpected argument `gradient` (got "
+                f"{cell_kwargs['gradient']!r}); it trains with surrogate gradients (choose one "
+                "with `surrogate=`), and only CubaLIF takes gradient='eventprop'"
+            )
         self.cell = self.cell_class(units, dtype=dtype, name="cell", **cell_kwargs)
         self.units = self.cell.units
         self.return_sequences = bool(return_sequences)
@@ -94,6 +102,15 @@ class SpikingSequence(keras.layers.Layer):
             except AttributeError:
                 pass
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __call__(self, *args, **kwargs):
+        # before Keras builds the layer or traces `call`: a ragged or sparse input would fail
+        # deep inside the scan with a message that names neither the input nor a way out
+        inputs = args[0] if args else kwargs.get("inputs")
+        _validation.dense_sequence(
+            inputs, f"{type(self).__name__} ({self.name})", masking=self.supports_masking
+        )
+        return super().__call__(*args, **kwargs)
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -339,6 +356,30 @@ class LIF(SpikingSequence):
         return spikes, [v, s]
 
 
+def _gradient_rule(gradient, owner: str) -> eventprop.EventProp | None:
+    """``gradient=`` of a layer as its rule (None: surrogate BPTT), or a clear error.
+
+    A dict is deserialized by Keras, which returns whatever it decodes (a plain dict for a
+    dict without ``class_name``, a layer for a layer's config): only an ``EventProp`` is a
+    rule, anything else is refused here instead of failing at the first call.
+    """
+    expected = (
+        "'surrogate', 'eventprop', a keras_spiking.eventprop.EventProp or the dict "
+        "keras.saving.serialize_keras_object gives for one"
+    )
+    try:
+        rule = eventprop.get_rule(gradient)
+    except (TypeError, ValueError) as error:
+        kind = TypeError if not isinstance(gradient, (str, dict)) else ValueError
+        raise kind(f"{owner}: `gradient` must be {expected}, got {gradient!r}") from error
+    if rule is not None and not isinstance(rule, eventprop.EventProp):
+        raise ValueError(
+            f"{owner}: `gradient` must be {expected}, got {gradient!r} (which deserializes to "
+            f"a {type(rule).__name__}, not an EventProp)"
+        )
+    return rule
+
+
 @keras.saving.register_keras_serializable(package="keras_spiking")
 class CubaLIF(SpikingSequence):
     r"""Current-based LIF neurons over a sequence (Neftci, Mostafa & Zenke 2019, eqs. 2-5).
@@ -380,7 +421,7 @@ class CubaLIF(SpikingSequence):
 
     def __init__(self, units: int, *, gradient="surrogate", **kwargs):
         super().__init__(units, **kwargs)
-        self.gradient = eventprop.get_rule(gradient)
+        self.gradient = _gradient_rule(gradient, type(self).__name__)
         if self.gradient is not None:
             self._check_eventprop_options()
 

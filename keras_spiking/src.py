@@ -523,14 +523,14 @@ def _constant(name: str, value, units: int, owner: str, check, requirement: str)
     if np.isscalar(value):
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # ints beyond the float range too
             raise ValueError(f"{owner}: `{name}` must be {requirement}, got {value!r}") from None
         if not (math.isfinite(number) and check(number)):
             raise ValueError(f"{owner}: `{name}` must be {requirement}, got {value!r}")
         return number
     try:
         array = np.asarray(value, dtype="float64")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # ints beyond the float range too
         raise ValueError(
             f"{owner}: `{name}` must be {requirement} (a float or a list of {units} per-neuron "
             f"values), got {value!r}"
@@ -564,7 +564,7 @@ def _optional_number(name: str, value, owner: str, check, requirement: str):
         raise ValueError(f"{owner}: `{name}` must be {requirement} or None, got {value!r}")
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # ints beyond the float range too
         raise ValueError(
             f"{owner}: `{name}` must be {requirement} or None, got {value!r}"
         ) from None
@@ -842,6 +842,14 @@ class SRC(keras.layers.Layer):
         # other sequence layers of the package)
         self.supports_jit = False
         self.states = None
+
+    def __call__(self, *args, **kwargs):
+        # the same check as the other sequence layers (keras_spiking.layers.SpikingSequence)
+        inputs = args[0] if args else kwargs.get("inputs")
+        _validation.dense_sequence(
+            inputs, f"{type(self).__name__} ({self.name})", masking=self.supports_masking
+        )
+        return super().__call__(*args, **kwargs)
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)

@@ -1,6 +1,8 @@
 import gzip
 import hashlib
+import re
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +187,37 @@ def test_read_idx_errors(tmp_path, tiny_images):
     bad_gz.write_bytes(b"not gzip")
     with pytest.raises(ValueError, match="bad.gz.*decompress"):
         datasets.read_idx(bad_gz)
+
+
+def _damage(packed, how):
+    """A damaged copy of a gzip file's bytes, and the error gzip itself raises on it."""
+    damaged = bytearray(packed)
+    if how == "deflate":
+        damaged[10] ^= 0xFF  # first byte of the deflate stream (after the 10-byte header)
+        return bytes(damaged), zlib.error
+    if how == "crc":
+        damaged[-8] ^= 0xFF  # the CRC-32 in the 8-byte trailer
+        return bytes(damaged), gzip.BadGzipFile
+    return bytes(damaged[: len(damaged) // 2]), EOFError  # cut in the middle
+
+
+@pytest.mark.parametrize("how", ["deflate", "crc", "truncated"])
+@pytest.mark.parametrize("through", ["read_idx", "mnist"])
+def test_damaged_gzip_is_a_value_error_naming_the_file(tmp_path, tiny_images, how, through):
+    labels = np.arange(6, dtype=np.uint8)
+    _write_fake_mnist(tmp_path, tiny_images, labels, gz=True)
+    images = next(tmp_path.glob("t10k-images*.gz"))
+    damaged, raw_error = _damage(images.read_bytes(), how)
+    images.write_bytes(damaged)
+    # the damage is of the intended kind: gzip alone fails with it (zlib.error is not an
+    # OSError, which the loader once caught alone)
+    with pytest.raises(raw_error):
+        gzip.decompress(damaged)
+    with pytest.raises(ValueError, match=rf"{re.escape(images.name)}: cannot decompress gzip file"):
+        if through == "read_idx":
+            datasets.read_idx(images)
+        else:
+            datasets.mnist(split="test", path=tmp_path)
 
 
 def _write_fake_mnist(folder, images, labels, gz, split="test"):

@@ -442,3 +442,69 @@ def test_time_constant_reports_fixed_and_trained_taus():
         np.exp(-trained.cell.dt / tau), trained.cell.decay("tau_syn"), rtol=1e-6, atol=1e-30
     )
     assert tau[0] == pytest.approx(0.005) and tau[1] > 1e-9
+
+
+@pytest.mark.parametrize(
+    "gradient, error, match",
+    [
+        # a dict without class_name: Keras deserializes it to a plain dict, which used to be
+        # kept and fail at the first call with "'TrackedDict' object has no attribute 'options'"
+        ({"bad": 1}, ValueError, r"`gradient` must be .*got \{'bad': 1\}.*not an EventProp"),
+        # a real Keras object's config that is not a gradient rule
+        (
+            keras.saving.serialize_keras_object(keras.layers.Dense(2)),
+            ValueError,
+            r"`gradient` must be .*'class_name': 'Dense'.*a Dense, not an EventProp",
+        ),
+        ("evntprop", ValueError, r"`gradient` must be 'surrogate', 'eventprop'.*got 'evntprop'"),
+        (3, TypeError, r"CubaLIF: `gradient` must be .*got 3$"),
+    ],
+)
+def test_bad_gradient_rule_fails_at_construction(gradient, error, match):
+    with pytest.raises(error, match=match):
+        layers.CubaLIF(8, reset="zero", gradient=gradient)
+    # the accepted forms still are
+    assert layers.CubaLIF(8, reset="zero", gradient="surrogate").gradient is None
+    rule = layers.CubaLIF(8, reset="zero", gradient="eventprop").gradient
+    again = layers.CubaLIF(8, reset="zero", gradient=keras.saving.serialize_keras_object(rule))
+    assert type(again.gradient) is type(rule)
+
+
+@pytest.mark.parametrize("layer_cls", [layers.LIF, layers.LI, layers.SRC])
+def test_gradient_on_a_layer_without_rules_is_named(layer_cls):
+    with pytest.raises((TypeError, ValueError), match=r"gradient.*'eventprop'"):
+        layer_cls(4, gradient="eventprop")
+
+
+def _ragged_batch():
+    # two sequences of 1 and 3 steps, 2 features
+    return tf.ragged.constant([[[1.0, 0.0]], [[0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]], ragged_rank=1)
+
+
+@pytest.mark.parametrize("layer_cls", [layers.LIF, layers.CubaLIF, layers.LI, layers.SRC])
+def test_ragged_and_sparse_inputs_are_refused_by_name(layer_cls):
+    # before: "object of type 'RaggedTensor' has no len()" from inside the scan
+    ragged = _ragged_batch()
+    with pytest.raises(TypeError, match=r"`inputs` .*ragged tensor of shape \(2, None, 2\).*"):
+        layer_cls(4)(ragged)
+    with pytest.raises(TypeError, match=r"inputs\.to_tensor\(\)"):
+        layer_cls(4)(ragged)
+    sparse = tf.sparse.from_dense(np.eye(3, 2, dtype="float32")[None])
+    with pytest.raises(
+        TypeError, match=r"sparse tensor of shape \(1, 3, 2\).*tf\.sparse\.to_dense"
+    ):
+        layer_cls(4)(sparse)
+    # symbolic ragged input of a functional model: refused when the model is built
+    with pytest.raises(TypeError, match="ragged tensor"):
+        layer_cls(4)(keras.Input((None, 2), ragged=True))
+    # the advice works: the padded dense tensor runs
+    assert layer_cls(4)(ragged.to_tensor()).shape == (2, 3, 4)
+
+
+def test_ragged_advice_mentions_the_mask_only_where_there_is_one():
+    with pytest.raises(TypeError) as lif_error:
+        layers.LIF(4)(_ragged_batch())
+    with pytest.raises(TypeError) as src_error:
+        layers.SRC(4)(_ragged_batch())
+    assert "mask" not in str(lif_error.value) and "decaying" in str(lif_error.value)
+    assert "`mask=`" in str(src_error.value)
