@@ -52,7 +52,6 @@ def choice(*valid):
     return st.one_of(st.sampled_from(valid), ANYTHING)
 
 
-
 # layer class, the arguments it needs, and the fuzzed arguments with their strategies
 CASES = {
     "LIF": (
