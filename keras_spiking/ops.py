@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -172,11 +173,16 @@ def call_setting(setting: str | bool, training) -> str | bool:
     return False
 
 
-def _accelerator_devices() -> list[str]:
-    """Names of the GPUs and TPUs TensorFlow sees (the kernels are CPU-only)."""
-    return [
+@functools.cache
+def _accelerator_devices() -> tuple[str, ...]:
+    """Names of the GPUs and TPUs TensorFlow sees (the kernels are CPU-only).
+
+    Asked once per process: the logical devices are fixed once TensorFlow's runtime has
+    started, and every layer call asks.
+    """
+    return tuple(
         device.name for kind in ("GPU", "TPU") for device in tf.config.list_logical_devices(kind)
-    ]
+    )
 
 
 def _placement() -> str:
