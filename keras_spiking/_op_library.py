@@ -236,25 +236,25 @@ def _file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _compile(command: list[str]) -> tuple[int, str]:
-    """Runs one compiler command; (return code, combined output)."""
-    try:
-        result = subprocess.run(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=COMPILE_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        return -1, f"timed out after {COMPILE_TIMEOUT_S} s"
-    except OSError as error:
-        return -1, f"could not run {command[0]!r}: {error}"
-    return result.returncode, result.stdout
+def compile_command(source: Path, obj: Path, target: Target) -> list[str]:
+    """The compiler command that compiles ``source`` into ``obj`` for ``target`` (no link)."""
+    return [
+        *_compiler(),
+        "-c",
+        str(source),
+        "-o",
+        str(obj),
+        *tf.sysconfig.get_compile_flags(),
+        *BASE_FLAGS,
+        *target.flags,
+    ]
 
 
-def _compile_all(commands: list[list[str]]) -> tuple[int, str]:
-    """Runs compiler commands in parallel; the first failure's (code, output), else (0, '')."""
+def run_compilers(commands: list[list[str]]) -> tuple[int, str]:
+    """Runs compiler commands in parallel; ``(0, '')`` when all succeed.
+
+    Otherwise the first failure's return code, and its command followed by its output.
+    """
     jobs = []
     for command in commands:
         try:
@@ -266,6 +266,7 @@ def _compile_all(commands: list[list[str]]) -> tuple[int, str]:
         except OSError as error:
             for job in jobs:
                 job.kill()
+                job.communicate()
             return -1, f"could not run {command[0]!r}: {error}"
     failure = (0, "")
     for command, job in zip(commands, jobs):
@@ -273,6 +274,7 @@ def _compile_all(commands: list[list[str]]) -> tuple[int, str]:
             output, _ = job.communicate(timeout=COMPILE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             job.kill()
+            job.communicate()
             output = f"timed out after {COMPILE_TIMEOUT_S} s"
         code = job.returncode if job.returncode is not None else -1
         if code != 0 and failure[0] == 0:
@@ -291,17 +293,8 @@ def probe_target(target: Target, work: Path) -> tuple[bool, str]:
     source = work / "probe.cc"
     source.write_text(PROBE_SOURCE)
     obj = work / f"probe-{target.name}.o"
-    command = [
-        *_compiler(),
-        "-c",
-        str(source),
-        "-o",
-        str(obj),
-        *tf.sysconfig.get_compile_flags(),
-        *BASE_FLAGS,
-        *target.flags,
-    ]
-    code, output = _compile(command)
+    command = compile_command(source, obj, target)
+    code, output = run_compilers([command])
     ok = code == 0 and obj.exists() and obj.stat().st_size > 0
     if code == 0 and not ok:
         output = f"{command[0]} returned 0 but wrote no object file {obj}"
@@ -314,32 +307,17 @@ def _log(message: str, verbose: bool) -> None:
 
 
 def _build_for(target: Target, work: Path, partial: Path) -> tuple[int, str]:
-    compiler = _compiler()
-    folder = source_dir()
-    commands, objects = [], []
-    for name in SOURCES:
-        obj = work / f"{Path(name).stem}-{target.name}.o"
-        commands.append(
-            [
-                *compiler,
-                "-c",
-                str(folder / name),
-                "-o",
-                str(obj),
-                *tf.sysconfig.get_compile_flags(),
-                *BASE_FLAGS,
-                *target.flags,
-            ]
-        )
-        objects.append(str(obj))
-    code, output = _compile_all(commands)
+    objects = [work / f"{Path(name).stem}-{target.name}.o" for name in SOURCES]
+    code, output = run_compilers(
+        [compile_command(source_dir() / name, obj, target) for name, obj in zip(SOURCES, objects)]
+    )
     if code != 0:
         return code, output
-    link = [*compiler, "-shared", *objects, "-o", str(partial), *tf.sysconfig.get_link_flags()]
-    code, output = _compile(link)
+    link = [*_compiler(), "-shared", *map(str, objects), "-o", str(partial)]
+    code, output = run_compilers([[*link, *tf.sysconfig.get_link_flags()]])
     if code == 0 and not (partial.exists() and partial.stat().st_size > 0):
-        return -1, f"{compiler[0]} returned 0 but wrote no library {partial}"
-    return code, (" ".join(link) + "\n" + output) if code else ""
+        return -1, f"{link[0]} returned 0 but wrote no library {partial}"
+    return code, output
 
 
 def compile_library(
@@ -352,7 +330,7 @@ def compile_library(
     The library and its side file appear atomically (other processes see all or nothing).
     The full compiler log of a failure is kept as ``build.log`` next to ``target_path``.
     """
-    _compiler_version(_compiler())  # a missing compiler fails here, with its own message
+    compiler_version = _compiler_version(_compiler())  # a missing compiler fails here
     folder = target_path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -408,7 +386,7 @@ def compile_library(
             "key": folder.name,
             "target": target.name,
             "flags": list(target.flags),
-            "compiler": _compiler_version(_compiler()),
+            "compiler": compiler_version,
             "size": partial.stat().st_size,
             "sha256": _sha256(partial),
             "build_seconds": round(time.perf_counter() - start, 1),
@@ -470,12 +448,8 @@ def verify(path: Path) -> dict:
     return record
 
 
-def check_version(path: Path) -> None:
-    """Raises unless the side file of ``path`` names the running TensorFlow version."""
-    verify(path)
-
-
-def _load(path: Path):
+def load_library(path: Path):
+    """``tf.load_op_library`` with its failures as OpLibraryError."""
     try:
         return tf.load_op_library(str(path))
     except (tf.errors.OpError, OSError, ValueError, RuntimeError) as error:
@@ -530,7 +504,7 @@ def locate(rebuild: bool = False, verbose: bool = True) -> tuple[Path, dict, boo
 def build_and_load(rebuild: bool = False, verbose: bool = True):
     """Returns the loaded op module, compiling it first if the cache has no good library."""
     path, _, _ = locate(rebuild=rebuild, verbose=verbose)
-    return _load(path)
+    return load_library(path)
 
 
 def cpu_model() -> str:

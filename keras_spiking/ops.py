@@ -1009,7 +1009,7 @@ def _main(argv: list[str] | None = None) -> int:
             return 0
         start = time.perf_counter()
         path, record, built = _op_library.locate(rebuild=args.rebuild)
-        _op_library.build_and_load()  # checks that it loads, not only that it compiled
+        _op_library.load_library(path)  # checks that it loads, not only that it compiled
     except OpLibraryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

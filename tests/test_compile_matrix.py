@@ -17,8 +17,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import tensorflow as tf
-
 from keras_spiking import _op_library
 
 # Zen 4's instruction set for compilers that predate -march=znver4 (g++ 12.2): Zen 3 plus its
@@ -81,17 +79,7 @@ def _compile_for(name: str, native: tuple[str, ...], work: Path) -> tuple[str, s
         if target.name == "generic":
             break  # the generic fallback always compiles; the family must get a tuned build
         obj = work / f"{target.name}.o"
-        command = [
-            *_op_library._compiler(),
-            "-c",
-            str(unity),
-            "-o",
-            str(obj),
-            *tf.sysconfig.get_compile_flags(),
-            *_op_library.BASE_FLAGS,
-            *target.flags,
-        ]
-        code, output = _op_library._compile(command)
+        code, output = _op_library.run_compilers([_op_library.compile_command(unity, obj, target)])
         if code == 0 and obj.exists():
             return name, target.describe(), time.perf_counter() - start, ""
     return name, "", time.perf_counter() - start, output
