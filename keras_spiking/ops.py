@@ -1026,3 +1026,9 @@ def _main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(_main())
+
+# new names (the module is being split; these become the only names, the old ones aliases)
+fused_lif_scan = lif_scan
+fused_lif_scan_with_input = lif_scan_with_input
+fused_cuba_lif_scan = cuba_lif_scan
+fused_li_scan = li_scan
