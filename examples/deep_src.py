@@ -102,9 +102,7 @@ Run: ``.venv/bin/python examples/deep_src.py`` (about 2 minutes on one CPU core)
 
 from __future__ import annotations
 
-import argparse
-import time
-
+import _common
 import keras
 import numpy as np
 
@@ -174,46 +172,26 @@ def train(kind: str, args, data) -> tuple[float, float, dict]:
         args.kernel_std,
         src_options=src_options,
     )
-    steps_per_epoch = int(np.ceil(len(x_train) / args.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(args.lr, args.epochs * steps_per_epoch)
     model.compile(
-        keras.optimizers.Adam(schedule),
+        _common.cosine_adam(args, len(x_train)),
         ks.losses.MaxMembraneCrossEntropy(),
-        metrics=[ks.losses.SparseReadoutAccuracy("max", name="accuracy")],
+        metrics=[_common.readout_accuracy("max")],
     )
-    start = time.perf_counter()
-    model.fit(
-        x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, verbose=args.verbose
-    )
-    minutes = (time.perf_counter() - start) / 60
+    minutes = _common.timed_fit(model, x_train, y_train, args) / 60
     _, accuracy = model.evaluate(x_test, y_test, batch_size=500, verbose=0)
     rates = ks.metrics.firing_rates(model, x_test)
     return accuracy, minutes, rates
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.make_parser(__doc__, epochs=40, batch_size=32, lr=3e-3, verbose=0)
     parser.add_argument("--depth", type=int, default=6, help="hidden layers")
     parser.add_argument("--width", type=int, default=64, help="neurons per hidden layer")
     parser.add_argument("--steps", type=int, default=50, help="time steps per image")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--kernel-std", type=float, default=1.0, help="times 1/sqrt(fan_in)")
     parser.add_argument("--src-kernel-mean", type=float, default=0.0, help="x 1/sqrt(fan_in)")
     parser.add_argument("--lif-kernel-mean", type=float, default=0.0, help="x 1/sqrt(fan_in)")
-    parser.add_argument(
-        "--straight-through",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="SRC: ReLU forward, identity backward (default on)",
-    )
-    parser.add_argument(
-        "--detach-recurrent",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="SRC: no gradient through h, h_s across time (default on)",
-    )
+    _common.add_src_options(parser)
     parser.add_argument(
         "--src-z-hyp",
         type=float,
@@ -227,17 +205,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         help="hold out the last N training images and report on them (for tuning)",
     )
     parser.add_argument("--only", choices=["src", "lif"], default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=0)
     args = parser.parse_args(argv)
 
-    x_train, y_train = ks.datasets.digits(split="train", flatten=True)
-    if args.validation:
-        # a tuning run reports on held-out training images and leaves the test part alone
-        held_out = (x_train[-args.validation :], y_train[-args.validation :])
-        data = ((x_train[: -args.validation], y_train[: -args.validation]), held_out)
-    else:
-        data = ((x_train, y_train), ks.datasets.digits(split="test", flatten=True))
+    # a tuning run (--validation) reports on held-out training images, not the test part
+    training, held_out = _common.hold_out(
+        *ks.datasets.digits(split="train", flatten=True), args.validation
+    )
+    data = (training, held_out or ks.datasets.digits(split="test", flatten=True))
     split = "validation" if args.validation else "test"
     results = {}
     for kind in ("src", "lif"):
@@ -263,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print("|---|---:|")
     for kind, accuracy in results.items():
         print(f"| {kind.upper()} | {100 * accuracy:.2f}% |")
+    _common.print_machine(indent="")
     return results
 
 

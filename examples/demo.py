@@ -15,7 +15,6 @@ Everything goes to ``outputs/demo/`` (override with ``--out``). One to two minut
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 # TF_CPP_MIN_LOG_LEVEL=0 to see them
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import _common  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -50,9 +50,8 @@ RELOAD_SCRIPT = textwrap.dedent(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.make_parser(__doc__, epochs=12, seed=None, verbose=None)
     parser.add_argument("--out", default="outputs/demo")
-    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -74,18 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     model.compile(
         keras.optimizers.Adam(3e-3),
         ks.losses.MaxMembraneCrossEntropy(),
-        metrics=[ks.losses.SparseReadoutAccuracy("max", name="accuracy")],
+        metrics=[_common.readout_accuracy("max")],
     )
     print(f"Training on {len(x_train)} Yin-Yang points, {args.steps} time steps each")
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=1)
 
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     print(f"\nTest accuracy: {100 * accuracy:.1f}%")
-    for name, rate in ks.metrics.firing_rates(model, x_test).items():
-        print(
-            f"  {name}: {rate.mean():.3f} spikes per neuron per step "
-            f"({int((rate == 0).sum())} of {rate.size} neurons silent)"
-        )
+    _common.print_firing_rates(
+        model,
+        x_test,
+        "{name}: {mean:.3f} spikes per neuron per step ({silent} of {size} neurons silent)",
+    )
 
     model.save(out / "model.keras")
     model.export(str(out / "saved_model"), verbose=False)

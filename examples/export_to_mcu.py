@@ -17,19 +17,15 @@ Run: ``.venv/bin/python examples/export_to_mcu.py --epochs 5`` (or
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
+import _common
 import keras
+import mnist_surrogate
 import numpy as np
 
 import keras_spiking as ks
 from keras_spiking.export import tflm_check, to_tflite
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import mnist_surrogate  # noqa: E402
 
 
 def _input_quantization(model_bytes: bytes) -> tuple[float, int]:
@@ -40,19 +36,18 @@ def _input_quantization(model_bytes: bytes) -> tuple[float, int]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.make_parser(
+        __doc__, epochs=5, epochs_help="training epochs (no --model)", verbose=None
+    )
+    _common.add_mnist_options(parser, limit_help="run only N test images", validation=False)
     parser.add_argument("--model", default=None, help="a trained .keras model (skips training)")
-    parser.add_argument("--data", default=None, help="folder with the MNIST IDX files")
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs (no --model)")
-    parser.add_argument("--limit", type=int, default=None, help="run only N test images")
     parser.add_argument("--calibration", type=int, default=500, help="training images")
     parser.add_argument("--out", default=None, help="write the .tflite here")
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(args.seed)
-    x_train, y_train = mnist_surrogate.load(args.data, "train")
-    x_test, y_test = mnist_surrogate.load(args.data, "test")
+    x_train, y_train = _common.load_mnist(args.data, "train")
+    x_test, y_test = _common.load_mnist(args.data, "test")
     if args.model:
         model = keras.models.load_model(args.model)
         print(f"loaded {args.model}")
@@ -61,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
         model.compile(
             keras.optimizers.Adam(1e-3),
             ks.losses.MaxMembraneCrossEntropy(),
-            metrics=[ks.losses.SparseReadoutAccuracy("max", name="accuracy")],
+            metrics=[_common.readout_accuracy("max")],
         )
         model.fit(x_train, y_train, epochs=args.epochs, batch_size=128, verbose=2)
     steps = next(layer.n for layer in model.layers if isinstance(layer, keras.layers.RepeatVector))
@@ -114,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{results['arena_bytes']} bytes (64-bit host build); "
         f"{results['ops_per_step']} ops per step: {report['op_counts']}"
     )
+    _common.print_machine(indent="")
     return results
 
 

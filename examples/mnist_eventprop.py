@@ -19,24 +19,15 @@ script printed, with its arguments.
 
 from __future__ import annotations
 
-import argparse
-import os
-import time
-from pathlib import Path
-
+import _common
 import keras
-import numpy as np
 
 import keras_spiking as ks
 
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-
 
 def load(data: str | None, split: str):
-    path = data or os.environ.get(ks.datasets.DATA_ENV_VAR)
-    if path is None and SHARED_MNIST.exists():
-        path = str(SHARED_MNIST)
-    x, y = ks.datasets.mnist(split, path=path, flatten=True)
+    """One MNIST split as latency-coded spike times ``[N, 784]`` (seconds), and its labels."""
+    x, y = _common.load_mnist(data, split)
     times = ks.encoders.latency_times(x, 20e-3, invert=True).numpy()
     return times, y
 
@@ -70,68 +61,41 @@ def build_model(args) -> keras.Model:
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=None, help="folder with the MNIST IDX files")
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--hidden", type=int, default=350)
-    parser.add_argument("--dt", type=float, default=1e-3, help="grid step, seconds")
-    parser.add_argument("--steps", type=int, default=40, help="window = steps * dt")
-    parser.add_argument("--max-spikes", type=int, default=40, help="40 = steps: no overflow")
+    parser = _common.make_parser(__doc__, epochs=15, batch_size=32, lr=5e-3)
+    _common.add_mnist_options(parser, limit_help="use the first N train images", validation=False)
+    _common.add_eventprop_options(
+        parser, hidden=350, steps=40, max_spikes_help="40 = steps: no overflow"
+    )
     parser.add_argument("--readout", choices=["max", "integral"], default="integral")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=5e-3)
-    parser.add_argument("--lr-decay", type=float, default=0.95, help="per epoch")
     parser.add_argument("--input-dropout", type=float, default=0.2)
     parser.add_argument("--w1-mean", type=float, default=0.0)
     parser.add_argument("--w1-std", type=float, default=0.4)
     parser.add_argument("--w2-std", type=float, default=0.5)
-    parser.add_argument("--min-slope", type=float, default=10.0, help="1/s; 0 = exact")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N train images")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(args.seed)
-    x_train, y_train = load(args.data, "train")
+    x_train, y_train = _common.first(*load(args.data, "train"), args.limit)
     x_test, y_test = load(args.data, "test")
-    if args.limit:
-        x_train, y_train = x_train[: args.limit], y_train[: args.limit]
     # the last 5000 training images are the validation split (settings were tuned on it)
-    x_val, y_val = x_train[-5000:], y_train[-5000:]
-    x_train, y_train = x_train[:-5000], y_train[:-5000]
+    (x_train, y_train), validation_data = _common.hold_out(x_train, y_train, 5000)
 
     model = build_model(args)
-    steps_per_epoch = int(np.ceil(len(x_train) / args.batch_size))
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        args.lr, decay_steps=steps_per_epoch, decay_rate=args.lr_decay, staircase=True
-    )
     model.compile(
-        keras.optimizers.Adam(schedule),
+        _common.epoch_decay_adam(args, len(x_train)),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    start = time.perf_counter()
-    model.fit(
-        x_train,
-        y_train,
-        validation_data=(x_val, y_val),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        verbose=args.verbose,
+    train_seconds = _common.timed_fit(
+        model, x_train, y_train, args, validation_data=validation_data
     )
-    train_seconds = time.perf_counter() - start
     _, accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
-    hidden = keras.Model(model.inputs, model.get_layer("hidden").output)
-    spikes = np.isfinite(hidden.predict(x_test[:512], verbose=0)).sum(-1)
     print(
         f"MNIST EventProp test accuracy: {100 * accuracy:.2f}% ({args.epochs} epochs, "
         f"{train_seconds:.0f} s training, seed {args.seed}, dt {args.dt * 1e3:g} ms, "
         f"readout {args.readout})"
     )
-    print(
-        f"  hidden: {spikes.mean():.2f} spikes per neuron and image, "
-        f"{int((spikes.sum(0) == 0).sum())} of {spikes.shape[1]} neurons silent"
-    )
+    _common.print_hidden_spike_counts(model, x_test[:512], per="image")
+    _common.print_machine()
     return accuracy
 
 

@@ -55,17 +55,10 @@ Run: ``.venv/bin/python examples/mnist_src.py`` (``--help`` for the options).
 
 from __future__ import annotations
 
-import argparse
-import os
-import time
-from pathlib import Path
-
+import _common
 import keras
-import numpy as np
 
 import keras_spiking as ks
-
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
 def build_model(
@@ -104,18 +97,9 @@ def build_model(
     return keras.Sequential(layers)
 
 
-def load(data: str | None, split: str):
-    """Flattened MNIST split, from ``data`` / $KERAS_SPIKING_DATA / the shared folder / tfds."""
-    path = data or os.environ.get(ks.datasets.DATA_ENV_VAR)
-    if path is None and SHARED_MNIST.exists():
-        path = str(SHARED_MNIST)
-    return ks.datasets.mnist(split, path=path, flatten=True)
-
-
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=None, help="folder with the MNIST IDX files")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser = _common.make_parser(__doc__, epochs=8, batch_size=64, lr=2e-3)
+    _common.add_mnist_options(parser)
     parser.add_argument("--steps", type=int, default=50, help="time steps per image")
     parser.add_argument("--hidden", type=int, default=100)
     parser.add_argument("--readout", choices=["li", "src"], default="li")
@@ -124,41 +108,16 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument(
         "--kernel-std", type=float, default=None, help="N(0, std) hidden init (default Glorot)"
     )
-    parser.add_argument(
-        "--straight-through",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="SRC: ReLU forward, identity backward (default on; chosen on validation)",
-    )
-    parser.add_argument(
-        "--detach-recurrent",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="SRC: no gradient through h, h_s across time (default on; chosen on validation)",
-    )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None, help="use only N training images")
-    parser.add_argument(
-        "--validation",
-        type=int,
-        default=0,
-        help="hold out the last N training images as validation data (for tuning)",
-    )
+    _common.add_src_options(parser, default_note="default on; chosen on validation")
     parser.add_argument("--no-jit", action="store_true", help="SRC(jit_compile=False)")
     parser.add_argument("--save", default=None, help="write the trained model to this .keras")
-    parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(args.seed)
-    x_train, y_train = load(args.data, "train")
-    validation_data = None
-    if args.validation:
-        validation_data = (x_train[-args.validation :], y_train[-args.validation :])
-        x_train, y_train = x_train[: -args.validation], y_train[: -args.validation]
-    if args.limit:
-        x_train, y_train = x_train[: args.limit], y_train[: args.limit]
+    (x_train, y_train), validation_data = _common.hold_out(
+        *_common.load_mnist(args.data, "train"), args.validation
+    )
+    x_train, y_train = _common.first(x_train, y_train, args.limit)
 
     model = build_model(
         args.steps,
@@ -175,42 +134,29 @@ def main(argv: list[str] | None = None) -> float:
         loss, mode = ks.losses.MaxMembraneCrossEntropy(), "max"
     else:
         loss, mode = ks.losses.SpikeCountCrossEntropy(args.count_scale), "sum"
-    steps_per_epoch = int(np.ceil(len(x_train) / args.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(args.lr, args.epochs * steps_per_epoch)
     model.compile(
-        keras.optimizers.Adam(schedule),
-        loss,
-        metrics=[ks.losses.SparseReadoutAccuracy(mode, name="accuracy")],
+        _common.cosine_adam(args, len(x_train)), loss, metrics=[_common.readout_accuracy(mode)]
     )
-    start = time.perf_counter()
-    model.fit(
-        x_train,
-        y_train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation_data=validation_data,
-        verbose=args.verbose,
-    )
-    minutes = (time.perf_counter() - start) / 60
+    seconds = _common.timed_fit(model, x_train, y_train, args, validation_data=validation_data)
     # a tuning run (--validation) reports on its held-out images and leaves the test set alone
     if validation_data:
         split, (x_eval, y_eval) = "validation", validation_data
     else:
-        split, (x_eval, y_eval) = "test", load(args.data, "test")
+        split, (x_eval, y_eval) = "test", _common.load_mnist(args.data, "test")
     _, accuracy = model.evaluate(x_eval, y_eval, batch_size=500, verbose=0)
     print(
         f"MNIST SRC {split} accuracy: {100 * accuracy:.2f}% (784-{args.hidden}-10, "
         f"{args.readout} readout, {args.steps} steps, {args.epochs} epochs, lr {args.lr}, "
         f"straight_through={args.straight_through}, detach_recurrent={args.detach_recurrent}, "
-        f"{len(x_train)} training images, {minutes:.1f} min, seed {args.seed})"
+        f"{len(x_train)} training images, {seconds / 60:.1f} min, seed {args.seed})"
     )
-    for name, rate in ks.metrics.firing_rates(model, x_eval[:500]).items():
-        print(
-            f"  {name}: output > 0 on {rate.mean():.3f} of the steps (mean over neurons), "
-            f"{int((rate == 0).sum())} of {rate.size} neurons silent"
-        )
-    if args.save:
-        model.save(args.save)
+    _common.finish_report(
+        model,
+        x_eval[:500],
+        line="{name}: output > 0 on {mean:.3f} of the steps (mean over neurons), "
+        "{silent} of {size} neurons silent",
+        save=args.save,
+    )
     return accuracy
 
 

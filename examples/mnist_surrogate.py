@@ -28,18 +28,10 @@ Run: ``.venv/bin/python examples/mnist_surrogate.py``.
 
 from __future__ import annotations
 
-import argparse
-import os
-import time
-from pathlib import Path
-
+import _common
 import keras
-import numpy as np
 
 import keras_spiking as ks
-
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-
 
 LOSSES = {
     "max": ks.losses.MaxMembraneCrossEntropy,
@@ -78,48 +70,25 @@ def build_model(
     return keras.Sequential(model_layers)
 
 
-def load(data: str | None, split: str):
-    """Flattened MNIST split, from ``data`` / $KERAS_SPIKING_DATA / the shared folder / tfds."""
-    path = data or os.environ.get(ks.datasets.DATA_ENV_VAR)
-    if path is None and SHARED_MNIST.exists():
-        path = str(SHARED_MNIST)
-    return ks.datasets.mnist(split, path=path, flatten=True)
-
-
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=None, help="folder with the MNIST IDX files")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser = _common.make_parser(__doc__, epochs=15, batch_size=128, lr=1e-3)
+    _common.add_mnist_options(parser)
     parser.add_argument("--steps", type=int, default=10, help="time steps per image")
     parser.add_argument("--hidden", type=int, nargs="+", default=[512, 512])
     parser.add_argument("--encoding", choices=["direct", "rate"], default="direct")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tau-mem", type=float, default=20e-3, help="seconds (dt = 1 ms)")
     parser.add_argument("--surrogate-scale", type=float, default=10.0, help="fast sigmoid k")
     parser.add_argument("--dropout", type=float, default=0.2, help="after each LIF layer")
     parser.add_argument("--loss", choices=sorted(LOSSES), default="max", help="membrane readout")
-    parser.add_argument("--limit", type=int, default=None, help="use only N training images")
-    parser.add_argument(
-        "--validation",
-        type=int,
-        default=0,
-        help="hold out the last N training images as validation data (for tuning)",
-    )
     parser.add_argument("--save", default=None, help="write the trained model to this .keras")
-    parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(args.seed)
-    x_train, y_train = load(args.data, "train")
-    x_test, y_test = load(args.data, "test")
-    validation_data = None
-    if args.validation:
-        validation_data = (x_train[-args.validation :], y_train[-args.validation :])
-        x_train, y_train = x_train[: -args.validation], y_train[: -args.validation]
-    if args.limit:
-        x_train, y_train = x_train[: args.limit], y_train[: args.limit]
+    x_test, y_test = _common.load_mnist(args.data, "test")
+    (x_train, y_train), validation_data = _common.hold_out(
+        *_common.load_mnist(args.data, "train"), args.validation
+    )
+    x_train, y_train = _common.first(x_train, y_train, args.limit)
 
     model = build_model(
         args.steps,
@@ -130,25 +99,14 @@ def main(argv: list[str] | None = None) -> float:
         surrogate_scale=args.surrogate_scale,
         dropout=args.dropout,
     )
-    steps_per_epoch = int(np.ceil(len(x_train) / args.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(args.lr, args.epochs * steps_per_epoch)
     model.compile(
-        keras.optimizers.Adam(schedule),
+        _common.cosine_adam(args, len(x_train)),
         LOSSES[args.loss](),
-        metrics=[ks.losses.SparseReadoutAccuracy(args.loss, name="accuracy")],
+        metrics=[_common.readout_accuracy(args.loss)],
     )
-    start = time.perf_counter()
     # by default all 60000 images train, and the test set is touched once, at the end;
     # tune with --validation instead (the last N training images, never the test set)
-    model.fit(
-        x_train,
-        y_train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation_data=validation_data,
-        verbose=args.verbose,
-    )
-    seconds = time.perf_counter() - start
+    seconds = _common.timed_fit(model, x_train, y_train, args, validation_data=validation_data)
     # a tuning run (--validation) reports on its held-out images and leaves the test set alone
     split, (x_eval, y_eval) = (
         ("validation", validation_data) if validation_data else ("test", (x_test, y_test))
@@ -159,13 +117,7 @@ def main(argv: list[str] | None = None) -> float:
         f"{args.encoding} encoding, {args.epochs} epochs, {seconds / 60:.1f} min, "
         f"seed {args.seed})"
     )
-    for name, rate in ks.metrics.firing_rates(model, x_eval[:500]).items():
-        print(
-            f"  {name}: mean firing rate {rate.mean():.3f} spikes/step, "
-            f"{int((rate == 0).sum())} of {rate.size} neurons silent"
-        )
-    if args.save:
-        model.save(args.save)
+    _common.finish_report(model, x_eval[:500], save=args.save)
     return accuracy
 
 

@@ -11,11 +11,8 @@ records the accuracy this script printed, with its arguments.
 
 from __future__ import annotations
 
-import argparse
-import time
-
+import _common
 import keras
-import numpy as np
 
 import keras_spiking as ks
 
@@ -34,14 +31,9 @@ def build_model(steps: int, hidden: int, tau_mem: float = 20e-3) -> keras.Model:
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=40)
+    parser = _common.make_parser(__doc__, epochs=40, batch_size=32, lr=2e-3)
     parser.add_argument("--steps", type=int, default=20, help="time steps per sample")
     parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(args.seed)
@@ -51,35 +43,18 @@ def main(argv: list[str] | None = None) -> float:
     x_test, y_test = ks.datasets.yin_yang(1000, seed=40)
 
     model = build_model(args.steps, args.hidden)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        args.lr, decay_steps=args.epochs * int(np.ceil(len(x_train) / args.batch_size))
-    )
     model.compile(
-        keras.optimizers.Adam(schedule),
+        _common.cosine_adam(args, len(x_train)),
         ks.losses.MaxMembraneCrossEntropy(),
-        metrics=[ks.losses.SparseReadoutAccuracy("max", name="accuracy")],
+        metrics=[_common.readout_accuracy("max")],
     )
-    start = time.perf_counter()
-    model.fit(
-        x_train,
-        y_train,
-        validation_data=(x_val, y_val),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        verbose=args.verbose,
-    )
-    train_seconds = time.perf_counter() - start
+    train_seconds = _common.timed_fit(model, x_train, y_train, args, validation_data=(x_val, y_val))
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    rates = ks.metrics.firing_rates(model, x_test[:256])
     print(
         f"Yin-Yang test accuracy: {100 * accuracy:.2f}% ({args.epochs} epochs, "
         f"{train_seconds:.0f} s training, seed {args.seed})"
     )
-    for name, rate in rates.items():
-        print(
-            f"  {name}: mean firing rate {rate.mean():.3f} spikes/step, "
-            f"{int((rate == 0).sum())} of {rate.size} neurons silent"
-        )
+    _common.finish_report(model, x_test[:256])
     return accuracy
 
 
