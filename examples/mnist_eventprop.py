@@ -13,8 +13,8 @@ is the adjoint of that simulation (``keras_spiking.eventprop``).
 Data: ``--data DIR`` (the four IDX files), else ``KERAS_SPIKING_DATA``, else
 ``../shared/data/mnist`` when it exists, else tensorflow-datasets (which downloads).
 
-Run: ``.venv/bin/python examples/mnist_eventprop.py``. The README records the accuracy this
-script printed, with its arguments.
+Run: ``.venv/bin/python examples/mnist_eventprop.py``. ``docs/performance.md`` records the
+accuracy this script printed, with its arguments.
 """
 
 from __future__ import annotations

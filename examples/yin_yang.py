@@ -5,8 +5,8 @@ time steps ("direct" encoding) into two LIF layers trained with the fast-sigmoid
 gradient; a leaky-integrator readout gives one membrane trace per class and the class score is
 its maximum over time (``MaxMembraneCrossEntropy``).
 
-Run: ``.venv/bin/python examples/yin_yang.py`` (about 2-4 minutes on 2 cores). The README
-records the accuracy this script printed, with its arguments.
+Run: ``.venv/bin/python examples/yin_yang.py`` (about 2-4 minutes on 2 cores).
+``docs/performance.md`` records the accuracy this script printed, with its arguments.
 """
 
 from __future__ import annotations

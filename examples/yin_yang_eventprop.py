@@ -8,8 +8,8 @@ with its early-spike regulariser. The network is simulated on a grid (``--dt``) 
 exponential updates and interpolated spike times; the gradient is the adjoint of that
 simulation (``keras_spiking.eventprop``).
 
-Run: ``.venv/bin/python examples/yin_yang_eventprop.py``. The README records the accuracy this
-script printed, with its arguments.
+Run: ``.venv/bin/python examples/yin_yang_eventprop.py``. ``docs/performance.md`` records the
+accuracy this script printed, with its arguments.
 """
 
 from __future__ import annotations
