@@ -51,18 +51,6 @@
 
 namespace keras_spiking {
 
-using ::tensorflow::DEVICE_CPU;
-using ::tensorflow::OpKernel;
-using ::tensorflow::OpKernelConstruction;
-using ::tensorflow::OpKernelContext;
-using ::tensorflow::Status;
-using ::tensorflow::Tensor;
-using ::tensorflow::TensorShape;
-using ::tensorflow::shape_inference::DimensionHandle;
-using ::tensorflow::shape_inference::InferenceContext;
-using ::tensorflow::shape_inference::ShapeHandle;
-namespace errors = ::tensorflow::errors;
-
 namespace {
 
 // Shape-function helpers. times_in [B, F, K], kernel [F, N], recurrent [N, N] or [0, 0],
@@ -257,6 +245,33 @@ Status CheckRecurrent(const char* op, const Tensor& t, int64_t units, bool* pres
                                    t.shape().DebugString());
   }
   return Status();
+}
+
+// What every EventProp kernel reads first: times_in [batch, inputs, slots], kernel [inputs,
+// units], the recurrent weights (see CheckRecurrent; ops with them only) and the kinetics.
+struct LayerInputs {
+  int64_t batch = 0, inputs = 0, slots = 0, units = 0;
+  bool has_rec = false;
+  KineticsD kin = {};
+};
+
+// Reads and checks the inputs above: times_in and kernel are inputs 0 and 1, the recurrent
+// weights input recurrent_index (none when negative), the kinetics input kinetics_index.
+Status ReadLayerInputs(OpKernelContext* context, const char* op, int recurrent_index,
+                       int kinetics_index, LayerInputs* in) {
+  const Tensor& times_in = context->input(0);
+  TF_RETURN_IF_ERROR(CheckInput(op, "times_in", times_in, {-1, -1, -1}));
+  in->batch = times_in.dim_size(0);
+  in->inputs = times_in.dim_size(1);
+  in->slots = times_in.dim_size(2);
+  const Tensor& kernel = context->input(1);
+  TF_RETURN_IF_ERROR(CheckInput(op, "kernel", kernel, {in->inputs, -1}));
+  in->units = kernel.dim_size(1);
+  if (recurrent_index >= 0) {
+    TF_RETURN_IF_ERROR(
+        CheckRecurrent(op, context->input(recurrent_index), in->units, &in->has_rec));
+  }
+  return ReadKinetics(op, context->input(kinetics_index), &in->kin);
 }
 
 // The twin's constants (Kinetics.responses, reset_response, grid_decays and the readout's
@@ -506,17 +521,13 @@ class EventPropSpikingForwardOp : public GuardedOpKernel {
 
   void DoCompute(OpKernelContext* context) override {
     const char* op = "EventPropSpikingForward";
+    LayerInputs in;
+    OP_REQUIRES_OK(context, ReadLayerInputs(context, op, 2, 3, &in));
     const Tensor& times_in = context->input(0);
     const Tensor& kernel = context->input(1);
-    OP_REQUIRES_OK(context, CheckInput(op, "times_in", times_in, {-1, -1, -1}));
-    const int64_t batch = times_in.dim_size(0), inputs = times_in.dim_size(1),
-                  slots = times_in.dim_size(2);
-    OP_REQUIRES_OK(context, CheckInput(op, "kernel", kernel, {inputs, -1}));
-    const int64_t units = kernel.dim_size(1);
-    bool has_rec;
-    OP_REQUIRES_OK(context, CheckRecurrent(op, context->input(2), units, &has_rec));
-    KineticsD kin;
-    OP_REQUIRES_OK(context, ReadKinetics(op, context->input(3), &kin));
+    const int64_t batch = in.batch, inputs = in.inputs, slots = in.slots, units = in.units;
+    const bool has_rec = in.has_rec;
+    const KineticsD& kin = in.kin;
     const int64_t steps = steps_, max_spikes = max_spikes_;
     // batch x units x max_spikes can pass int64 (a huge max_spikes, or empty inputs with
     // huge other dimensions): checked shapes, not the aborting TensorShape constructor
@@ -688,15 +699,12 @@ class EventPropReadoutForwardOp : public GuardedOpKernel {
 
   void DoCompute(OpKernelContext* context) override {
     const char* op = "EventPropReadoutForward";
+    LayerInputs in;
+    OP_REQUIRES_OK(context, ReadLayerInputs(context, op, -1, 2, &in));
     const Tensor& times_in = context->input(0);
     const Tensor& kernel = context->input(1);
-    OP_REQUIRES_OK(context, CheckInput(op, "times_in", times_in, {-1, -1, -1}));
-    const int64_t batch = times_in.dim_size(0), inputs = times_in.dim_size(1),
-                  slots = times_in.dim_size(2);
-    OP_REQUIRES_OK(context, CheckInput(op, "kernel", kernel, {inputs, -1}));
-    const int64_t units = kernel.dim_size(1);
-    KineticsD kin;
-    OP_REQUIRES_OK(context, ReadKinetics(op, context->input(2), &kin));
+    const int64_t batch = in.batch, inputs = in.inputs, slots = in.slots, units = in.units;
+    const KineticsD& kin = in.kin;
     const int64_t steps = steps_;
     const Readout readout = readout_;
     // [batch, steps, units] for "sequence" passes int64 for a huge `steps`: checked shapes
@@ -790,18 +798,14 @@ class EventPropBackwardOp : public GuardedOpKernel {
 
   void DoCompute(OpKernelContext* context) override {
     const char* op = "EventPropBackward";
+    LayerInputs in;
+    OP_REQUIRES_OK(context, ReadLayerInputs(context, op, 2, 3, &in));
     const Tensor& times_in = context->input(0);
     const Tensor& kernel = context->input(1);
     const Tensor& recurrent = context->input(2);
-    OP_REQUIRES_OK(context, CheckInput(op, "times_in", times_in, {-1, -1, -1}));
-    const int64_t batch = times_in.dim_size(0), inputs = times_in.dim_size(1),
-                  slots = times_in.dim_size(2);
-    OP_REQUIRES_OK(context, CheckInput(op, "kernel", kernel, {inputs, -1}));
-    const int64_t units = kernel.dim_size(1);
-    bool has_rec;
-    OP_REQUIRES_OK(context, CheckRecurrent(op, recurrent, units, &has_rec));
-    KineticsD kin;
-    OP_REQUIRES_OK(context, ReadKinetics(op, context->input(3), &kin));
+    const int64_t batch = in.batch, inputs = in.inputs, slots = in.slots, units = in.units;
+    const bool has_rec = in.has_rec;
+    const KineticsD& kin = in.kin;
     OP_REQUIRES_OK(context, CheckInput(op, "min_slope", context->input(4), {}));
     const double min_slope = context->input(4).scalar<double>()();
     OP_REQUIRES(context, !clamp_slope_ || !std::isnan(min_slope),

@@ -1,6 +1,7 @@
 // Fused time scans of the LIF, current-based LIF and leaky-integrator neurons (forward and
-// surrogate-gradient BPTT backward), one op each instead of a while loop of small TF ops. The semantics are those
-// of keras_spiking/scan.py without recurrent weights (a recurrent layer keeps the TF scan):
+// surrogate-gradient BPTT backward), one op each instead of a while loop of small TF ops. The
+// semantics are those of keras_spiking/scan.py without recurrent weights (a recurrent layer
+// keeps the TF scan):
 //
 //   LIF:     u[t] = beta * v[t-1] + x[t];  S[t] = H(u[t] - theta);
 //            v[t] = u[t] - theta S[t]  (reset "subtract")  or  u[t] (1 - S[t])  ("zero")
@@ -13,9 +14,12 @@
 // The backward recomputes spikes and surrogate derivatives from the stored membrane.
 
 #include <algorithm>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
+#include "absl/types/span.h"
 #include "common.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -24,54 +28,116 @@
 
 namespace keras_spiking {
 
-using ::tensorflow::DEVICE_CPU;
-using ::tensorflow::OpKernel;
-using ::tensorflow::OpKernelConstruction;
-using ::tensorflow::OpKernelContext;
-using ::tensorflow::Status;
-using ::tensorflow::Tensor;
-using ::tensorflow::TensorShape;
-using ::tensorflow::shape_inference::DimensionHandle;
-using ::tensorflow::shape_inference::InferenceContext;
-using ::tensorflow::shape_inference::ShapeHandle;
-namespace errors = ::tensorflow::errors;
-
 namespace {
 
-// Shape function helpers: `seq` inputs are [batch, T, n], `state` inputs [batch, n], `decay`
-// inputs [n], and the threshold a scalar; dimensions are merged so mismatches fail early.
-struct ScanDims {
-  DimensionHandle batch, steps, units;
+// Every argument of a scan op is of one of four kinds: a sequence [batch, T, n], a state
+// [batch, n], a per-neuron decay [n], or the scalar threshold.
+enum class Arg { kSeq, kState, kDecay, kScalar };
+
+struct ScanArg {
+  const char* name;
+  Arg kind;
 };
 
-Status MergeSeq(InferenceContext* c, int index, ScanDims* d) {
-  ShapeHandle s;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(index), 3, &s));
-  TF_RETURN_IF_ERROR(c->Merge(d->batch, c->Dim(s, 0), &d->batch));
-  TF_RETURN_IF_ERROR(c->Merge(d->steps, c->Dim(s, 1), &d->steps));
-  return c->Merge(d->units, c->Dim(s, 2), &d->units);
+// The inputs and outputs of each op, in the order of its REGISTER_OP below. One table serves
+// the op's shape function, its kernel's input checks and its kernel's output allocation.
+constexpr ScanArg kLifScanIn[] = {
+    {"currents", Arg::kSeq}, {"v0", Arg::kState}, {"beta", Arg::kDecay},
+    {"threshold", Arg::kScalar}};
+constexpr ScanArg kLifScanOut[] = {
+    {"spikes", Arg::kSeq}, {"membrane", Arg::kSeq}, {"v_last", Arg::kState}};
+constexpr ScanArg kLifScanGradIn[] = {
+    {"grad_spikes", Arg::kSeq}, {"grad_v_last", Arg::kState}, {"membrane", Arg::kSeq},
+    {"v0", Arg::kState},        {"beta", Arg::kDecay},        {"threshold", Arg::kScalar}};
+constexpr ScanArg kLifScanGradOut[] = {
+    {"grad_currents", Arg::kSeq}, {"grad_v0", Arg::kState}, {"grad_beta", Arg::kDecay}};
+constexpr ScanArg kCubaLifScanIn[] = {
+    {"currents", Arg::kSeq}, {"i0", Arg::kState},   {"v0", Arg::kState},
+    {"alpha", Arg::kDecay},  {"beta", Arg::kDecay}, {"threshold", Arg::kScalar}};
+constexpr ScanArg kCubaLifScanOut[] = {
+    {"spikes", Arg::kSeq},    {"synaptic", Arg::kSeq}, {"membrane", Arg::kSeq},
+    {"i_last", Arg::kState}, {"v_last", Arg::kState}};
+constexpr ScanArg kCubaLifScanGradIn[] = {
+    {"grad_spikes", Arg::kSeq}, {"grad_i_last", Arg::kState}, {"grad_v_last", Arg::kState},
+    {"synaptic", Arg::kSeq},    {"membrane", Arg::kSeq},      {"alpha", Arg::kDecay},
+    {"beta", Arg::kDecay},      {"threshold", Arg::kScalar}};
+constexpr ScanArg kCubaLifScanGradOut[] = {
+    {"grad_currents", Arg::kSeq}, {"grad_i0", Arg::kState},   {"grad_v0", Arg::kState},
+    {"grad_alpha", Arg::kDecay},  {"grad_beta", Arg::kDecay}};
+constexpr ScanArg kLiScanIn[] = {
+    {"currents", Arg::kSeq}, {"v0", Arg::kState}, {"beta", Arg::kDecay}};
+constexpr ScanArg kLiScanOut[] = {{"membrane", Arg::kSeq}, {"v_last", Arg::kState}};
+constexpr ScanArg kLiScanGradIn[] = {
+    {"grad_membrane", Arg::kSeq}, {"grad_v_last", Arg::kState}, {"membrane", Arg::kSeq},
+    {"v0", Arg::kState},          {"beta", Arg::kDecay}};
+constexpr ScanArg kLiScanGradOut[] = {
+    {"grad_currents", Arg::kSeq}, {"grad_v0", Arg::kState}, {"grad_beta", Arg::kDecay}};
+
+using ScanArgs = absl::Span<const ScanArg>;
+
+// The dimensions of an argument of this kind over the scan's (batch, steps, units), which may
+// be sizes (int64_t) or shape-inference handles.
+template <typename D>
+absl::InlinedVector<D, 3> DimsOf(Arg kind, D batch, D steps, D units) {
+  switch (kind) {
+    case Arg::kSeq: return {batch, steps, units};
+    case Arg::kState: return {batch, units};
+    case Arg::kDecay: return {units};
+    case Arg::kScalar: return {};
+  }
+  return {};
 }
 
-Status MergeState(InferenceContext* c, int index, ScanDims* d) {
-  ShapeHandle s;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(index), 2, &s));
-  TF_RETURN_IF_ERROR(c->Merge(d->batch, c->Dim(s, 0), &d->batch));
-  return c->Merge(d->units, c->Dim(s, 1), &d->units);
+// The shape function of a scan op: merges the dimensions of its inputs (so that mismatches
+// fail when the graph is built) and sets its outputs' shapes.
+tensorflow::OpShapeInferenceFn ScanShapeFn(ScanArgs inputs, ScanArgs outputs) {
+  return [inputs, outputs](InferenceContext* c) -> Status {
+    DimensionHandle batch = c->UnknownDim(), steps = c->UnknownDim(), units = c->UnknownDim();
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const auto merged = DimsOf<DimensionHandle*>(inputs[i].kind, &batch, &steps, &units);
+      ShapeHandle s;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(i), merged.size(), &s));
+      for (size_t axis = 0; axis < merged.size(); ++axis) {
+        TF_RETURN_IF_ERROR(c->Merge(*merged[axis], c->Dim(s, axis), merged[axis]));
+      }
+    }
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      const auto dims = DimsOf<DimensionHandle>(outputs[i].kind, batch, steps, units);
+      c->set_output(i, c->MakeShape(std::vector<DimensionHandle>(dims.begin(), dims.end())));
+    }
+    return Status();
+  };
 }
 
-Status MergeDecay(InferenceContext* c, int index, ScanDims* d) {
-  ShapeHandle s;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(index), 1, &s));
-  return c->Merge(d->units, c->Dim(s, 0), &d->units);
-}
+// The sizes of a scan: batch rows, time steps, neurons.
+struct ScanSizes {
+  int64_t batch, steps, n;
+};
 
-Status CheckScalar(InferenceContext* c, int index) {
-  ShapeHandle s;
-  return c->WithRank(c->input(index), 0, &s);
-}
-
-ScanDims Unknown(InferenceContext* c) {
-  return {c->UnknownDim(), c->UnknownDim(), c->UnknownDim()};
+// Checks a kernel's inputs against its op's table (the first input, a sequence, sets the
+// sizes) and allocates its outputs from the table, shapes built with overflow checks.
+Status PrepareScan(OpKernelContext* context, const char* op, ScanArgs inputs, ScanArgs outputs,
+                   std::initializer_list<Tensor**> tensors, ScanSizes* sizes) {
+  const Tensor& first = context->input(0);
+  TF_RETURN_IF_ERROR(CheckInput(op, inputs[0].name, first, {-1, -1, -1}));
+  const ScanSizes z = {first.dim_size(0), first.dim_size(1), first.dim_size(2)};
+  for (size_t i = 1; i < inputs.size(); ++i) {
+    TF_RETURN_IF_ERROR(CheckInput(op, inputs[i].name, context->input(i),
+                                  DimsOf(inputs[i].kind, z.batch, z.steps, z.n)));
+  }
+  if (tensors.size() != outputs.size()) {
+    return errors::Internal(op, ": ", tensors.size(), " outputs requested, the op has ",
+                            outputs.size());
+  }
+  int index = 0;
+  for (Tensor** tensor : tensors) {
+    const ScanArg& out = outputs[index];
+    TF_RETURN_IF_ERROR(AllocateOutputChecked(context, op, index, out.name,
+                                             DimsOf(out.kind, z.batch, z.steps, z.n), tensor));
+    ++index;
+  }
+  *sizes = z;
+  return Status();
 }
 
 }  // namespace
@@ -86,18 +152,7 @@ REGISTER_OP("KerasSpiking>LifScan")
     .Output("v_last: T")
     .Attr("reset: {'subtract', 'zero'} = 'subtract'")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) {
-      ScanDims d = Unknown(c);
-      TF_RETURN_IF_ERROR(MergeSeq(c, 0, &d));
-      TF_RETURN_IF_ERROR(MergeState(c, 1, &d));
-      TF_RETURN_IF_ERROR(MergeDecay(c, 2, &d));
-      TF_RETURN_IF_ERROR(CheckScalar(c, 3));
-      ShapeHandle seq = c->MakeShape({d.batch, d.steps, d.units});
-      c->set_output(0, seq);
-      c->set_output(1, seq);
-      c->set_output(2, c->Matrix(d.batch, d.units));
-      return Status();
-    })
+    .SetShapeFn(ScanShapeFn(kLifScanIn, kLifScanOut))
     .Doc("LIF scan: spikes, pre-reset membrane u[t] and the final membrane.");
 
 REGISTER_OP("KerasSpiking>LifScanGrad")
@@ -116,19 +171,7 @@ REGISTER_OP("KerasSpiking>LifScanGrad")
     .Attr("scale: float")
     .Attr("decay_grad: bool = true")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) {
-      ScanDims d = Unknown(c);
-      TF_RETURN_IF_ERROR(MergeSeq(c, 0, &d));
-      TF_RETURN_IF_ERROR(MergeState(c, 1, &d));
-      TF_RETURN_IF_ERROR(MergeSeq(c, 2, &d));
-      TF_RETURN_IF_ERROR(MergeState(c, 3, &d));
-      TF_RETURN_IF_ERROR(MergeDecay(c, 4, &d));
-      TF_RETURN_IF_ERROR(CheckScalar(c, 5));
-      c->set_output(0, c->MakeShape({d.batch, d.steps, d.units}));
-      c->set_output(1, c->Matrix(d.batch, d.units));
-      c->set_output(2, c->Vector(d.units));
-      return Status();
-    })
+    .SetShapeFn(ScanShapeFn(kLifScanGradIn, kLifScanGradOut))
     .Doc("Surrogate-gradient BPTT of LifScan.");
 
 REGISTER_OP("KerasSpiking>CubaLifScan")
@@ -145,23 +188,10 @@ REGISTER_OP("KerasSpiking>CubaLifScan")
     .Output("v_last: T")
     .Attr("reset: {'subtract', 'zero'} = 'subtract'")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) {
-      ScanDims d = Unknown(c);
-      TF_RETURN_IF_ERROR(MergeSeq(c, 0, &d));
-      TF_RETURN_IF_ERROR(MergeState(c, 1, &d));
-      TF_RETURN_IF_ERROR(MergeState(c, 2, &d));
-      TF_RETURN_IF_ERROR(MergeDecay(c, 3, &d));
-      TF_RETURN_IF_ERROR(MergeDecay(c, 4, &d));
-      TF_RETURN_IF_ERROR(CheckScalar(c, 5));
-      ShapeHandle seq = c->MakeShape({d.batch, d.steps, d.units});
-      ShapeHandle state = c->Matrix(d.batch, d.units);
-      for (int k = 0; k < 3; ++k) c->set_output(k, seq);
-      c->set_output(3, state);
-      c->set_output(4, state);
-      return Status();
-    })
+    .SetShapeFn(ScanShapeFn(kCubaLifScanIn, kCubaLifScanOut))
     .Doc("Current-based LIF scan: spikes, I[t], U[t] (states entering step t), final states.");
 
+// The same attributes, in the same order, as LifScanGrad's (SurrogateGradOp reads them).
 REGISTER_OP("KerasSpiking>CubaLifScanGrad")
     .Input("grad_spikes: T")
     .Input("grad_i_last: T")
@@ -182,24 +212,7 @@ REGISTER_OP("KerasSpiking>CubaLifScanGrad")
     .Attr("scale: float")
     .Attr("decay_grad: bool = true")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) {
-      ScanDims d = Unknown(c);
-      TF_RETURN_IF_ERROR(MergeSeq(c, 0, &d));
-      TF_RETURN_IF_ERROR(MergeState(c, 1, &d));
-      TF_RETURN_IF_ERROR(MergeState(c, 2, &d));
-      TF_RETURN_IF_ERROR(MergeSeq(c, 3, &d));
-      TF_RETURN_IF_ERROR(MergeSeq(c, 4, &d));
-      TF_RETURN_IF_ERROR(MergeDecay(c, 5, &d));
-      TF_RETURN_IF_ERROR(MergeDecay(c, 6, &d));
-      TF_RETURN_IF_ERROR(CheckScalar(c, 7));
-      ShapeHandle state = c->Matrix(d.batch, d.units);
-      c->set_output(0, c->MakeShape({d.batch, d.steps, d.units}));
-      c->set_output(1, state);
-      c->set_output(2, state);
-      c->set_output(3, c->Vector(d.units));
-      c->set_output(4, c->Vector(d.units));
-      return Status();
-    })
+    .SetShapeFn(ScanShapeFn(kCubaLifScanGradIn, kCubaLifScanGradOut))
     .Doc("Surrogate-gradient BPTT of CubaLifScan.");
 
 REGISTER_OP("KerasSpiking>LiScan")
@@ -209,15 +222,7 @@ REGISTER_OP("KerasSpiking>LiScan")
     .Output("membrane: T")
     .Output("v_last: T")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) {
-      ScanDims d = Unknown(c);
-      TF_RETURN_IF_ERROR(MergeSeq(c, 0, &d));
-      TF_RETURN_IF_ERROR(MergeState(c, 1, &d));
-      TF_RETURN_IF_ERROR(MergeDecay(c, 2, &d));
-      c->set_output(0, c->MakeShape({d.batch, d.steps, d.units}));
-      c->set_output(1, c->Matrix(d.batch, d.units));
-      return Status();
-    })
+    .SetShapeFn(ScanShapeFn(kLiScanIn, kLiScanOut))
     .Doc("Leaky integrator scan: v[t] = beta v[t-1] + x[t], all steps and the last.");
 
 REGISTER_OP("KerasSpiking>LiScanGrad")
@@ -231,28 +236,21 @@ REGISTER_OP("KerasSpiking>LiScanGrad")
     .Output("grad_beta: T")
     .Attr("decay_grad: bool = true")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) {
-      ScanDims d = Unknown(c);
-      TF_RETURN_IF_ERROR(MergeSeq(c, 0, &d));
-      TF_RETURN_IF_ERROR(MergeState(c, 1, &d));
-      TF_RETURN_IF_ERROR(MergeSeq(c, 2, &d));
-      TF_RETURN_IF_ERROR(MergeState(c, 3, &d));
-      TF_RETURN_IF_ERROR(MergeDecay(c, 4, &d));
-      c->set_output(0, c->MakeShape({d.batch, d.steps, d.units}));
-      c->set_output(1, c->Matrix(d.batch, d.units));
-      c->set_output(2, c->Vector(d.units));
-      return Status();
-    })
+    .SetShapeFn(ScanShapeFn(kLiScanGradIn, kLiScanGradOut))
     .Doc("BPTT of LiScan.");
 
 namespace {
 
-// Sums the per-part partial decay gradients [parts, n] into out [n].
+// The decay gradient [n] of a BPTT kernel into `out`: the per-part partial sums
+// partial[p * n + j], added in part order, or zeros when the op was built with
+// decay_grad = false.
 template <typename T>
-void SumParts(const std::vector<T>& partial, int64_t parts, int64_t n, T* out) {
-  std::fill(out, out + n, T(0));
+void WriteDecayGrad(bool decay_grad, const T* partial, int64_t parts, int64_t n, Tensor* out) {
+  T* grad = out->flat<T>().data();
+  std::fill(grad, grad + n, T(0));
+  if (!decay_grad) return;
   for (int64_t p = 0; p < parts; ++p) {
-    for (int64_t j = 0; j < n; ++j) out[j] += partial[p * n + j];
+    for (int64_t j = 0; j < n; ++j) grad[j] += partial[p * n + j];
   }
 }
 
@@ -277,14 +275,14 @@ inline void LifGradStep(int64_t n, T k, T theta, bool reset_zero, bool detach, b
   for (int64_t j = 0; j < n; ++j) {
     const T u = ut[j];
     const T d = SurrogateDerivative<kShape, T>(k, u - theta);
-    const T s = u > theta ? T(1) : T(0);
+    const T s = Spike(u, theta);
     // d v[t] / d u[t]: 1 - theta S' (subtract) or 1 - S - u S' (zero); S' only if attached
     const T g_u = g_v[j] * (T(1) - zero_w * s - attach_w * d * (zero_w * u + sub_w * theta)) +
                   gst[j] * d;
     gxt[j] = g_u;
     // v[t-1]: u[t-1] after its reset, or v0 itself at t = 0
     const T up = prev[j];
-    const T sp = up > theta ? T(1) : T(0);
+    const T sp = Spike(up, theta);
     g_beta[j] += g_u * (up - later_w * sp * (zero_w * up + sub_w * theta));
     g_v[j] = beta[j] * g_u;
   }
@@ -304,7 +302,7 @@ inline void CubaGradStep(int64_t n, T k, T theta, bool reset_zero, bool detach,
     const T v = vt[j];
     const T cur = it[j];
     const T d = SurrogateDerivative<kShape, T>(k, v - theta);
-    const T s = v > theta ? T(1) : T(0);
+    const T s = Spike(v, theta);
     const T gv = g_v[j];
     const T gi = g_i[j];
     const T g_pre = gv * (T(1) - zero_w * s);
@@ -324,13 +322,12 @@ inline void CubaGradStep(int64_t n, T k, T theta, bool reset_zero, bool detach,
 // Base of the BPTT kernels: reads the attributes they share and dispatches Compute to
 // Derived::Run<kShape>, so that the surrogate is a compile-time choice in the loops.
 template <typename Derived>
-class SurrogateGradOp : public GuardedOpKernel {
+class SurrogateGradOp : public ResetOpKernel {
  public:
   SurrogateGradOp(OpKernelConstruction* context, const char* name)
-      : GuardedOpKernel(context, name) {
-    std::string reset, surrogate;
+      : ResetOpKernel(context, name) {
+    std::string surrogate;
     float scale;
-    OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
     OP_REQUIRES_OK(context, context->GetAttr("detach_reset", &detach_reset_));
     OP_REQUIRES_OK(context, context->GetAttr("surrogate", &surrogate));
     OP_REQUIRES_OK(context, context->GetAttr("scale", &scale));
@@ -339,7 +336,6 @@ class SurrogateGradOp : public GuardedOpKernel {
                 errors::InvalidArgument(name, ": unknown surrogate '", surrogate, "'"));
     OP_REQUIRES(context, scale > 0,
                 errors::InvalidArgument(name, ": scale must be > 0, got ", scale));
-    reset_zero_ = reset == "zero";
     scale_ = scale;
   }
 
@@ -360,7 +356,6 @@ class SurrogateGradOp : public GuardedOpKernel {
  protected:
   Surrogate surrogate_ = Surrogate::kFastSigmoid;
   float scale_ = 1.0f;
-  bool reset_zero_ = false;
   bool detach_reset_ = true;
   bool decay_grad_ = true;
 };
@@ -369,36 +364,25 @@ class SurrogateGradOp : public GuardedOpKernel {
 // LIF
 // ------------------------------------------------------------------------------------------
 template <typename T>
-class LifScanOp : public GuardedOpKernel {
+class LifScanOp : public ResetOpKernel {
  public:
-  explicit LifScanOp(OpKernelConstruction* context)
-      : GuardedOpKernel(context, "LifScan") {
-    std::string reset;
-    OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
-    reset_zero_ = reset == "zero";
-  }
+  explicit LifScanOp(OpKernelConstruction* context) : ResetOpKernel(context, "LifScan") {}
 
   void DoCompute(OpKernelContext* context) override {
-    const Tensor& currents = context->input(0);
-    OP_REQUIRES_OK(context, CheckInput("LifScan", "currents", currents, {-1, -1, -1}));
-    const int64_t batch = currents.dim_size(0), steps = currents.dim_size(1),
-                  n = currents.dim_size(2);
-    OP_REQUIRES_OK(context, CheckInput("LifScan", "v0", context->input(1), {batch, n}));
-    OP_REQUIRES_OK(context, CheckInput("LifScan", "beta", context->input(2), {n}));
-    OP_REQUIRES_OK(context, CheckInput("LifScan", "threshold", context->input(3), {}));
+    const char* op = "LifScan";
     Tensor *spikes, *membrane, *v_last;
-    OP_REQUIRES_OK(context, context->allocate_output(0, currents.shape(), &spikes));
-    OP_REQUIRES_OK(context, context->allocate_output(1, currents.shape(), &membrane));
-    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "LifScan", 2, "v_last",
-                                                   {batch, n}, &v_last));
-    const T* x = currents.flat<T>().data();
+    ScanSizes sizes;
+    OP_REQUIRES_OK(context, PrepareScan(context, op, kLifScanIn, kLifScanOut,
+                                        {&spikes, &membrane, &v_last}, &sizes));
+    const int64_t batch = sizes.batch, steps = sizes.steps, n = sizes.n;
+    const T* x = context->input(0).flat<T>().data();
     const T* v0 = context->input(1).flat<T>().data();
     const T* beta = context->input(2).flat<T>().data();
     const T theta = ScalarValue<T>(context->input(3));
     T* s_out = spikes->flat<T>().data();
     T* u_out = membrane->flat<T>().data();
     T* v_out = v_last->flat<T>().data();
-    const bool reset_zero = reset_zero_;
+    const bool reset_zero = this->reset_zero();
     ForEachPart(context, batch, NumParts(context, batch), static_cast<double>(steps) * n * 6,
                 [&](int64_t, int64_t b0, int64_t b1) {
                   for (int64_t b = b0; b < b1; ++b) {
@@ -412,18 +396,15 @@ class LifScanOp : public GuardedOpKernel {
                       #pragma GCC ivdep
                       for (int64_t j = 0; j < n; ++j) {
                         const T u = beta[j] * v[j] + xt[j];
-                        const T s = u > theta ? T(1) : T(0);
+                        const T s = Spike(u, theta);
                         ut[j] = u;
                         st[j] = s;
-                        v[j] = reset_zero ? u * (T(1) - s) : u - theta * s;
+                        v[j] = AfterReset(u, s, theta, reset_zero);
                       }
                     }
                   }
                 });
   }
-
- private:
-  bool reset_zero_ = false;
 };
 
 template <typename T>
@@ -435,21 +416,12 @@ class LifScanGradOp : public SurrogateGradOp<LifScanGradOp<T>> {
   template <Surrogate kShape>
   void Run(OpKernelContext* context) {
     const char* op = "LifScanGrad";
-    const Tensor& g_spikes = context->input(0);
-    OP_REQUIRES_OK(context, CheckInput(op, "grad_spikes", g_spikes, {-1, -1, -1}));
-    const int64_t batch = g_spikes.dim_size(0), steps = g_spikes.dim_size(1),
-                  n = g_spikes.dim_size(2);
-    OP_REQUIRES_OK(context, CheckInput(op, "grad_v_last", context->input(1), {batch, n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "membrane", context->input(2), {batch, steps, n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "v0", context->input(3), {batch, n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "beta", context->input(4), {n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "threshold", context->input(5), {}));
     Tensor *g_x_t, *g_v0_t, *g_beta_t;
-    OP_REQUIRES_OK(context, context->allocate_output(0, g_spikes.shape(), &g_x_t));
-    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "LifScanGrad", 1, "grad_v0",
-                                                   {batch, n}, &g_v0_t));
-    OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({n}), &g_beta_t));
-    const T* gs = g_spikes.flat<T>().data();
+    ScanSizes sizes;
+    OP_REQUIRES_OK(context, PrepareScan(context, op, kLifScanGradIn, kLifScanGradOut,
+                                        {&g_x_t, &g_v0_t, &g_beta_t}, &sizes));
+    const int64_t batch = sizes.batch, steps = sizes.steps, n = sizes.n;
+    const T* gs = context->input(0).flat<T>().data();
     const T* g_v_last = context->input(1).flat<T>().data();
     const T* u_all = context->input(2).flat<T>().data();
     const T* v0 = context->input(3).flat<T>().data();
@@ -458,8 +430,7 @@ class LifScanGradOp : public SurrogateGradOp<LifScanGradOp<T>> {
     T* g_x = g_x_t->flat<T>().data();
     T* g_v0 = g_v0_t->flat<T>().data();
     const T k = static_cast<T>(this->scale_);
-    const bool reset_zero = this->reset_zero_, detach = this->detach_reset_;
-    const bool decay_grad = this->decay_grad_;
+    const bool reset_zero = this->reset_zero(), detach = this->detach_reset_;
     const int64_t parts = NumParts(context, batch);
     // The loop bodies are branch-free (loop-invariant options become selects and the decay
     // gradient is always accumulated) so that the compiler vectorises them over neurons.
@@ -495,49 +466,27 @@ class LifScanGradOp : public SurrogateGradOp<LifScanGradOp<T>> {
         }
       }
     });
-    T* g_beta = g_beta_t->flat<T>().data();
-    if (decay_grad) {
-      SumParts(partial, parts, n, g_beta);
-    } else {
-      std::fill(g_beta, g_beta + n, T(0));
-    }
+    WriteDecayGrad(this->decay_grad_, partial.data(), parts, n, g_beta_t);
   }
-
 };
 
 // ------------------------------------------------------------------------------------------
 // Current-based LIF
 // ------------------------------------------------------------------------------------------
 template <typename T>
-class CubaLifScanOp : public GuardedOpKernel {
+class CubaLifScanOp : public ResetOpKernel {
  public:
   explicit CubaLifScanOp(OpKernelConstruction* context)
-      : GuardedOpKernel(context, "CubaLifScan") {
-    std::string reset;
-    OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
-    reset_zero_ = reset == "zero";
-  }
+      : ResetOpKernel(context, "CubaLifScan") {}
 
   void DoCompute(OpKernelContext* context) override {
     const char* op = "CubaLifScan";
-    const Tensor& currents = context->input(0);
-    OP_REQUIRES_OK(context, CheckInput(op, "currents", currents, {-1, -1, -1}));
-    const int64_t batch = currents.dim_size(0), steps = currents.dim_size(1),
-                  n = currents.dim_size(2);
-    OP_REQUIRES_OK(context, CheckInput(op, "i0", context->input(1), {batch, n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "v0", context->input(2), {batch, n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "alpha", context->input(3), {n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "beta", context->input(4), {n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "threshold", context->input(5), {}));
     Tensor *spikes, *i_all, *v_all, *i_last, *v_last;
-    OP_REQUIRES_OK(context, context->allocate_output(0, currents.shape(), &spikes));
-    OP_REQUIRES_OK(context, context->allocate_output(1, currents.shape(), &i_all));
-    OP_REQUIRES_OK(context, context->allocate_output(2, currents.shape(), &v_all));
-    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "CubaLifScan", 3, "i_last",
-                                                   {batch, n}, &i_last));
-    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "CubaLifScan", 4, "v_last",
-                                                   {batch, n}, &v_last));
-    const T* x = currents.flat<T>().data();
+    ScanSizes sizes;
+    OP_REQUIRES_OK(context, PrepareScan(context, op, kCubaLifScanIn, kCubaLifScanOut,
+                                        {&spikes, &i_all, &v_all, &i_last, &v_last}, &sizes));
+    const int64_t batch = sizes.batch, steps = sizes.steps, n = sizes.n;
+    const T* x = context->input(0).flat<T>().data();
     const T* i0 = context->input(1).flat<T>().data();
     const T* v0 = context->input(2).flat<T>().data();
     const T* alpha = context->input(3).flat<T>().data();
@@ -548,7 +497,7 @@ class CubaLifScanOp : public GuardedOpKernel {
     T* v_out = v_all->flat<T>().data();
     T* i_state = i_last->flat<T>().data();
     T* v_state = v_last->flat<T>().data();
-    const bool reset_zero = reset_zero_;
+    const bool reset_zero = this->reset_zero();
     ForEachPart(context, batch, NumParts(context, batch), static_cast<double>(steps) * n * 8,
                 [&](int64_t, int64_t b0, int64_t b1) {
                   for (int64_t b = b0; b < b1; ++b) {
@@ -560,21 +509,17 @@ class CubaLifScanOp : public GuardedOpKernel {
                       const int64_t off = (b * steps + t) * n;
                       #pragma GCC ivdep
                       for (int64_t j = 0; j < n; ++j) {
-                        const T s = v[j] > theta ? T(1) : T(0);
+                        const T s = Spike(v[j], theta);
                         s_out[off + j] = s;
                         i_out[off + j] = cur[j];
                         v_out[off + j] = v[j];
-                        const T pre = beta[j] * v[j] + cur[j];
-                        v[j] = reset_zero ? pre * (T(1) - s) : pre - theta * s;
+                        v[j] = AfterReset(beta[j] * v[j] + cur[j], s, theta, reset_zero);
                         cur[j] = alpha[j] * cur[j] + x[off + j];
                       }
                     }
                   }
                 });
   }
-
- private:
-  bool reset_zero_ = false;
 };
 
 template <typename T>
@@ -586,26 +531,12 @@ class CubaLifScanGradOp : public SurrogateGradOp<CubaLifScanGradOp<T>> {
   template <Surrogate kShape>
   void Run(OpKernelContext* context) {
     const char* op = "CubaLifScanGrad";
-    const Tensor& g_spikes = context->input(0);
-    OP_REQUIRES_OK(context, CheckInput(op, "grad_spikes", g_spikes, {-1, -1, -1}));
-    const int64_t batch = g_spikes.dim_size(0), steps = g_spikes.dim_size(1),
-                  n = g_spikes.dim_size(2);
-    OP_REQUIRES_OK(context, CheckInput(op, "grad_i_last", context->input(1), {batch, n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "grad_v_last", context->input(2), {batch, n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "synaptic", context->input(3), {batch, steps, n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "membrane", context->input(4), {batch, steps, n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "alpha", context->input(5), {n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "beta", context->input(6), {n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "threshold", context->input(7), {}));
     Tensor *g_x_t, *g_i0_t, *g_v0_t, *g_alpha_t, *g_beta_t;
-    OP_REQUIRES_OK(context, context->allocate_output(0, g_spikes.shape(), &g_x_t));
-    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "CubaLifScanGrad", 1, "grad_i0",
-                                                   {batch, n}, &g_i0_t));
-    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "CubaLifScanGrad", 2, "grad_v0",
-                                                   {batch, n}, &g_v0_t));
-    OP_REQUIRES_OK(context, context->allocate_output(3, TensorShape({n}), &g_alpha_t));
-    OP_REQUIRES_OK(context, context->allocate_output(4, TensorShape({n}), &g_beta_t));
-    const T* gs = g_spikes.flat<T>().data();
+    ScanSizes sizes;
+    OP_REQUIRES_OK(context, PrepareScan(context, op, kCubaLifScanGradIn, kCubaLifScanGradOut,
+                                        {&g_x_t, &g_i0_t, &g_v0_t, &g_alpha_t, &g_beta_t}, &sizes));
+    const int64_t batch = sizes.batch, steps = sizes.steps, n = sizes.n;
+    const T* gs = context->input(0).flat<T>().data();
     const T* g_i_last = context->input(1).flat<T>().data();
     const T* g_v_last = context->input(2).flat<T>().data();
     const T* i_all = context->input(3).flat<T>().data();
@@ -617,10 +548,10 @@ class CubaLifScanGradOp : public SurrogateGradOp<CubaLifScanGradOp<T>> {
     T* g_i0 = g_i0_t->flat<T>().data();
     T* g_v0 = g_v0_t->flat<T>().data();
     const T k = static_cast<T>(this->scale_);
-    const bool reset_zero = this->reset_zero_, detach = this->detach_reset_;
-    const bool decay_grad = this->decay_grad_;
+    const bool reset_zero = this->reset_zero(), detach = this->detach_reset_;
     const int64_t parts = NumParts(context, batch);
-    // branch-free loop body, as in LifScanGrad, so that it vectorises over neurons
+    // branch-free loop body, as in LifScanGrad, so that it vectorises over neurons; the
+    // partial sums of the alpha gradient, then those of the beta gradient
     std::vector<T> partial(2 * parts * n, T(0));
     const double row_cost = static_cast<double>(steps) * n * 14;
     ForEachPart(context, batch, parts, row_cost, [&](int64_t p, int64_t b0, int64_t b1) {
@@ -642,18 +573,9 @@ class CubaLifScanGradOp : public SurrogateGradOp<CubaLifScanGradOp<T>> {
         }
       }
     });
-    T* g_alpha = g_alpha_t->flat<T>().data();
-    T* g_beta = g_beta_t->flat<T>().data();
-    if (decay_grad) {
-      SumParts(partial, parts, n, g_alpha);
-      std::vector<T> beta_part(partial.begin() + parts * n, partial.end());
-      SumParts(beta_part, parts, n, g_beta);
-    } else {
-      std::fill(g_alpha, g_alpha + n, T(0));
-      std::fill(g_beta, g_beta + n, T(0));
-    }
+    WriteDecayGrad(this->decay_grad_, partial.data(), parts, n, g_alpha_t);
+    WriteDecayGrad(this->decay_grad_, partial.data() + parts * n, parts, n, g_beta_t);
   }
-
 };
 
 // ------------------------------------------------------------------------------------------
@@ -662,21 +584,16 @@ class CubaLifScanGradOp : public SurrogateGradOp<CubaLifScanGradOp<T>> {
 template <typename T>
 class LiScanOp : public GuardedOpKernel {
  public:
-  explicit LiScanOp(OpKernelConstruction* context)
-      : GuardedOpKernel(context, "LiScan") {}
+  explicit LiScanOp(OpKernelConstruction* context) : GuardedOpKernel(context, "LiScan") {}
 
   void DoCompute(OpKernelContext* context) override {
-    const Tensor& currents = context->input(0);
-    OP_REQUIRES_OK(context, CheckInput("LiScan", "currents", currents, {-1, -1, -1}));
-    const int64_t batch = currents.dim_size(0), steps = currents.dim_size(1),
-                  n = currents.dim_size(2);
-    OP_REQUIRES_OK(context, CheckInput("LiScan", "v0", context->input(1), {batch, n}));
-    OP_REQUIRES_OK(context, CheckInput("LiScan", "beta", context->input(2), {n}));
+    const char* op = "LiScan";
     Tensor *membrane, *v_last;
-    OP_REQUIRES_OK(context, context->allocate_output(0, currents.shape(), &membrane));
-    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "LiScan", 1, "v_last",
-                                                   {batch, n}, &v_last));
-    const T* x = currents.flat<T>().data();
+    ScanSizes sizes;
+    OP_REQUIRES_OK(context, PrepareScan(context, op, kLiScanIn, kLiScanOut,
+                                        {&membrane, &v_last}, &sizes));
+    const int64_t batch = sizes.batch, steps = sizes.steps, n = sizes.n;
+    const T* x = context->input(0).flat<T>().data();
     const T* v0 = context->input(1).flat<T>().data();
     const T* beta = context->input(2).flat<T>().data();
     T* v_out = membrane->flat<T>().data();
@@ -710,20 +627,12 @@ class LiScanGradOp : public GuardedOpKernel {
 
   void DoCompute(OpKernelContext* context) override {
     const char* op = "LiScanGrad";
-    const Tensor& g_membrane = context->input(0);
-    OP_REQUIRES_OK(context, CheckInput(op, "grad_membrane", g_membrane, {-1, -1, -1}));
-    const int64_t batch = g_membrane.dim_size(0), steps = g_membrane.dim_size(1),
-                  n = g_membrane.dim_size(2);
-    OP_REQUIRES_OK(context, CheckInput(op, "grad_v_last", context->input(1), {batch, n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "membrane", context->input(2), {batch, steps, n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "v0", context->input(3), {batch, n}));
-    OP_REQUIRES_OK(context, CheckInput(op, "beta", context->input(4), {n}));
     Tensor *g_x_t, *g_v0_t, *g_beta_t;
-    OP_REQUIRES_OK(context, context->allocate_output(0, g_membrane.shape(), &g_x_t));
-    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "LiScanGrad", 1, "grad_v0",
-                                                   {batch, n}, &g_v0_t));
-    OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({n}), &g_beta_t));
-    const T* gm = g_membrane.flat<T>().data();
+    ScanSizes sizes;
+    OP_REQUIRES_OK(context, PrepareScan(context, op, kLiScanGradIn, kLiScanGradOut,
+                                        {&g_x_t, &g_v0_t, &g_beta_t}, &sizes));
+    const int64_t batch = sizes.batch, steps = sizes.steps, n = sizes.n;
+    const T* gm = context->input(0).flat<T>().data();
     const T* g_v_last = context->input(1).flat<T>().data();
     const T* v_all = context->input(2).flat<T>().data();
     const T* v0 = context->input(3).flat<T>().data();
@@ -752,12 +661,7 @@ class LiScanGradOp : public GuardedOpKernel {
         }
       }
     });
-    T* g_beta = g_beta_t->flat<T>().data();
-    if (decay_grad_) {
-      SumParts(partial, parts, n, g_beta);
-    } else {
-      std::fill(g_beta, g_beta + n, T(0));
-    }
+    WriteDecayGrad(decay_grad_, partial.data(), parts, n, g_beta_t);
   }
 
  private:

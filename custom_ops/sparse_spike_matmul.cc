@@ -32,6 +32,7 @@
 #include <immintrin.h>
 #endif
 
+#include "absl/container/inlined_vector.h"
 #include "common.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -40,33 +41,52 @@
 
 namespace keras_spiking {
 
-using ::tensorflow::DEVICE_CPU;
-using ::tensorflow::OpKernel;
-using ::tensorflow::OpKernelConstruction;
-using ::tensorflow::OpKernelContext;
-using ::tensorflow::Status;
-using ::tensorflow::Tensor;
-using ::tensorflow::TensorShape;
-using ::tensorflow::TensorShapeUtils;
-using ::tensorflow::shape_inference::DimensionHandle;
-using ::tensorflow::shape_inference::InferenceContext;
-using ::tensorflow::shape_inference::ShapeHandle;
-namespace errors = ::tensorflow::errors;
+namespace {
+
+// Shape function of spikes [rows, n_in] @ weights [n_in, n_out]: output 0 is [rows, n_out].
+Status MatmulShape(InferenceContext* c) {
+  ShapeHandle spikes, weights;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &spikes));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &weights));
+  DimensionHandle unused;
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(spikes, 1), c->Dim(weights, 0), &unused));
+  c->set_output(0, c->Matrix(c->Dim(spikes, 0), c->Dim(weights, 1)));
+  return Status();
+}
+
+// rows + 1 entries of event_offsets (unknown when rows is)
+Status EventOffsetsShape(InferenceContext* c, DimensionHandle rows, ShapeHandle* out) {
+  DimensionHandle size;
+  TF_RETURN_IF_ERROR(c->Add(rows, 1, &size));
+  *out = c->Vector(size);
+  return Status();
+}
+
+// Shape function of the event-driven LIF ops: spikes [batch, (T,) n_in] (rank spikes_rank),
+// weights [n_in, n], state [batch, n], beta [n], threshold []. Sets *batch and *units.
+Status EventLifShape(InferenceContext* c, int spikes_rank, ShapeHandle* spikes,
+                     DimensionHandle* batch, DimensionHandle* units) {
+  ShapeHandle weights, state, beta, threshold;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), spikes_rank, spikes));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &weights));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &state));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &beta));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 0, &threshold));
+  DimensionHandle unused;
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(*spikes, spikes_rank - 1), c->Dim(weights, 0), &unused));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(*spikes, 0), c->Dim(state, 0), batch));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(weights, 1), c->Dim(state, 1), units));
+  return c->Merge(*units, c->Dim(beta, 0), units);
+}
+
+}  // namespace
 
 REGISTER_OP("KerasSpiking>SparseSpikeMatmul")
     .Input("spikes: T")
     .Input("weights: T")
     .Output("output: T")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle spikes, weights;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &spikes));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &weights));
-      DimensionHandle unused;
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(spikes, 1), c->Dim(weights, 0), &unused));
-      c->set_output(0, c->Matrix(c->Dim(spikes, 0), c->Dim(weights, 1)));
-      return Status();
-    })
+    .SetShapeFn(MatmulShape)
     .Doc("spikes [rows, n_in] @ weights [n_in, n_out], iterating over nonzero spikes only.");
 
 REGISTER_OP("KerasSpiking>SparseSpikeMatmulGradWeights")
@@ -85,14 +105,6 @@ REGISTER_OP("KerasSpiking>SparseSpikeMatmulGradWeights")
     })
     .Doc("spikes^T [n_in, rows] @ grad [rows, n_out], iterating over nonzero spikes only.");
 
-// rows + 1 entries of event_offsets (unknown when rows is)
-Status EventOffsetsShape(InferenceContext* c, DimensionHandle rows, ShapeHandle* out) {
-  DimensionHandle size;
-  TF_RETURN_IF_ERROR(c->Add(rows, 1, &size));
-  *out = c->Vector(size);
-  return Status();
-}
-
 REGISTER_OP("KerasSpiking>SparseSpikeMatmulEvents")
     .Input("spikes: T")
     .Input("weights: T")
@@ -102,13 +114,9 @@ REGISTER_OP("KerasSpiking>SparseSpikeMatmulEvents")
     .Output("event_values: T")
     .Attr("T: {float, double}")
     .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle spikes, weights, offsets;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &spikes));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &weights));
-      DimensionHandle unused;
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(spikes, 1), c->Dim(weights, 0), &unused));
-      c->set_output(0, c->Matrix(c->Dim(spikes, 0), c->Dim(weights, 1)));
-      TF_RETURN_IF_ERROR(EventOffsetsShape(c, c->Dim(spikes, 0), &offsets));
+      TF_RETURN_IF_ERROR(MatmulShape(c));
+      ShapeHandle offsets;
+      TF_RETURN_IF_ERROR(EventOffsetsShape(c, c->Dim(c->input(0), 0), &offsets));
       c->set_output(1, offsets);
       c->set_output(2, c->Vector(InferenceContext::kUnknownDim));
       c->set_output(3, c->Vector(InferenceContext::kUnknownDim));
@@ -151,17 +159,9 @@ REGISTER_OP("KerasSpiking>SparseLifStep")
     .Attr("reset: {'subtract', 'zero'} = 'subtract'")
     .Attr("T: {float, double}")
     .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle spikes, weights, v, beta, threshold;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &spikes));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &weights));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &v));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &beta));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 0, &threshold));
-      DimensionHandle batch, units, unused;
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(spikes, 1), c->Dim(weights, 0), &unused));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(spikes, 0), c->Dim(v, 0), &batch));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(weights, 1), c->Dim(v, 1), &units));
-      TF_RETURN_IF_ERROR(c->Merge(units, c->Dim(beta, 0), &units));
+      ShapeHandle spikes;
+      DimensionHandle batch, units;
+      TF_RETURN_IF_ERROR(EventLifShape(c, 2, &spikes, &batch, &units));
       c->set_output(0, c->Matrix(batch, units));
       c->set_output(1, c->Matrix(batch, units));
       return Status();
@@ -184,17 +184,9 @@ REGISTER_OP("KerasSpiking>SparseLifScan")
     .Attr("reset: {'subtract', 'zero'} = 'subtract'")
     .Attr("T: {float, double}")
     .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle spikes, weights, v0, beta, threshold, offsets;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &spikes));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &weights));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &v0));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &beta));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 0, &threshold));
-      DimensionHandle batch, units, unused;
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(spikes, 2), c->Dim(weights, 0), &unused));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(spikes, 0), c->Dim(v0, 0), &batch));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(weights, 1), c->Dim(v0, 1), &units));
-      TF_RETURN_IF_ERROR(c->Merge(units, c->Dim(beta, 0), &units));
+      ShapeHandle spikes, offsets;
+      DimensionHandle batch, units;
+      TF_RETURN_IF_ERROR(EventLifShape(c, 3, &spikes, &batch, &units));
       ShapeHandle seq = c->MakeShape({batch, c->Dim(spikes, 1), units});
       c->set_output(0, seq);
       c->set_output(1, seq);
@@ -452,12 +444,21 @@ Status CheckEventIndexRange(int64_t n_in, const char* op) {
   return Status();
 }
 
-Status CheckMatrix(const Tensor& t, const char* op, const char* name) {
-  if (!TensorShapeUtils::IsMatrix(t.shape())) {
-    return errors::InvalidArgument(op, ": `", name, "` must be a matrix (rank 2), got shape ",
-                                   t.shape().DebugString());
-  }
-  return Status();
+// The inputs of the event-driven LIF kernels: spikes [batch, (T,) n_in] of rank spikes_rank,
+// weights [n_in, n], the membrane `state_name` [batch, n], beta [n] and a scalar threshold.
+Status CheckEventLifInputs(OpKernelContext* context, const char* op, int spikes_rank,
+                           const char* state_name) {
+  const Tensor& spikes = context->input(0);
+  const Tensor& weights = context->input(1);
+  TF_RETURN_IF_ERROR(
+      CheckInput(op, "spikes", spikes, absl::InlinedVector<int64_t, 3>(spikes_rank, -1)));
+  TF_RETURN_IF_ERROR(CheckInput(op, "weights", weights, {-1, -1}));
+  const int64_t batch = spikes.dim_size(0), n = weights.dim_size(1);
+  TF_RETURN_IF_ERROR(CheckSameSize(op, "spikes", spikes.dim_size(spikes_rank - 1), "inputs",
+                                   "weights", weights.dim_size(0), "rows"));
+  TF_RETURN_IF_ERROR(CheckInput(op, state_name, context->input(2), {batch, n}));
+  TF_RETURN_IF_ERROR(CheckInput(op, "beta", context->input(3), {n}));
+  return CheckInput(op, "threshold", context->input(4), {});
 }
 
 }  // namespace
@@ -473,14 +474,13 @@ class SparseSpikeMatmulOp : public GuardedOpKernel {
     const char* op = kRecord ? "SparseSpikeMatmulEvents" : "SparseSpikeMatmul";
     const Tensor& spikes = context->input(0);
     const Tensor& weights = context->input(1);
-    OP_REQUIRES_OK(context, CheckMatrix(spikes, op, "spikes"));
-    OP_REQUIRES_OK(context, CheckMatrix(weights, op, "weights"));
+    OP_REQUIRES_OK(context, CheckInput(op, "spikes", spikes, {-1, -1}));
+    OP_REQUIRES_OK(context, CheckInput(op, "weights", weights, {-1, -1}));
     const int64_t rows = spikes.dim_size(0);
     const int64_t n_in = spikes.dim_size(1);
     const int64_t n_out = weights.dim_size(1);
-    OP_REQUIRES(context, weights.dim_size(0) == n_in,
-                errors::InvalidArgument(op, ": spikes has ", n_in, " columns but weights has ",
-                                        weights.dim_size(0), " rows; they must match"));
+    OP_REQUIRES_OK(context, CheckSameSize(op, "spikes", n_in, "columns", "weights",
+                                          weights.dim_size(0), "rows"));
     if (kRecord) OP_REQUIRES_OK(context, CheckEventIndexRange(n_in, op));
     // rows x n_out can pass int64 when n_in is 0 (both inputs empty): a checked shape
     Tensor* output = nullptr;
@@ -684,21 +684,20 @@ class SparseSpikeMatmulGradWeightsOp : public GuardedOpKernel {
       : GuardedOpKernel(context, "SparseSpikeMatmulGradWeights") {}
 
   void DoCompute(OpKernelContext* context) override {
+    const char* op = "SparseSpikeMatmulGradWeights";
     const Tensor& spikes = context->input(0);
     const Tensor& grad = context->input(1);
-    OP_REQUIRES_OK(context, CheckMatrix(spikes, "SparseSpikeMatmulGradWeights", "spikes"));
-    OP_REQUIRES_OK(context, CheckMatrix(grad, "SparseSpikeMatmulGradWeights", "grad"));
+    OP_REQUIRES_OK(context, CheckInput(op, "spikes", spikes, {-1, -1}));
+    OP_REQUIRES_OK(context, CheckInput(op, "grad", grad, {-1, -1}));
     const int64_t rows = spikes.dim_size(0);
     const int64_t n_in = spikes.dim_size(1);
     const int64_t n_out = grad.dim_size(1);
-    OP_REQUIRES(context, grad.dim_size(0) == rows,
-                errors::InvalidArgument("SparseSpikeMatmulGradWeights: spikes has ", rows,
-                                        " rows but grad has ", grad.dim_size(0),
-                                        "; they must match"));
+    OP_REQUIRES_OK(context,
+                   CheckSameSize(op, "spikes", rows, "rows", "grad", grad.dim_size(0), "rows"));
     // n_in x n_out can pass int64 when there are no rows: a checked shape
     Tensor* output = nullptr;
-    OP_REQUIRES_OK(context, AllocateOutputChecked(context, "SparseSpikeMatmulGradWeights", 0,
-                                                  "grad_weights", {n_in, n_out}, &output));
+    OP_REQUIRES_OK(context,
+                   AllocateOutputChecked(context, op, 0, "grad_weights", {n_in, n_out}, &output));
     const SpikesEventSource<T> source{spikes.flat<T>().data(), n_in};
     AccumulateGradWeights(context, rows, n_in, n_out, grad.flat<T>().data(),
                           output->flat<T>().data(), source);
@@ -718,10 +717,8 @@ class SparseEventsGradWeightsOp : public GuardedOpKernel {
     const Tensor& values_t = context->input(2);
     const Tensor& grad = context->input(3);
     const Tensor& n_in_t = context->input(4);
-    OP_REQUIRES_OK(context, CheckMatrix(grad, op, "grad"));
-    OP_REQUIRES(context, TensorShapeUtils::IsScalar(n_in_t.shape()),
-                errors::InvalidArgument(op, ": `n_in` must be a scalar, got shape ",
-                                        n_in_t.shape().DebugString()));
+    OP_REQUIRES_OK(context, CheckInput(op, "grad", grad, {-1, -1}));
+    OP_REQUIRES_OK(context, CheckInput(op, "n_in", n_in_t, {}));
     const int64_t n_in = n_in_t.scalar<int64_t>()();
     // every index of the list is an int32, so no wider input count can be meant
     OP_REQUIRES(context, n_in >= 0 && n_in <= int64_t{std::numeric_limits<int32_t>::max()},
@@ -764,10 +761,10 @@ class SparseEventsGradWeightsOp : public GuardedOpKernel {
                   errors::InvalidArgument(op, ": `event_inputs` holds ", inputs[e],
                                           " at entry ", e, ", outside [0, ", n_in, ")"));
     }
-    TensorShape shape;  // n_in x n_out may overflow: a checked build, not the constructor
-    OP_REQUIRES_OK(context, TensorShape::BuildTensorShape({n_in, n_out}, &shape));
+    // n_in x n_out may overflow: a checked shape
     Tensor* output = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(0, shape, &output));
+    OP_REQUIRES_OK(context,
+                   AllocateOutputChecked(context, op, 0, "grad_weights", {n_in, n_out}, &output));
     const T* values = values_t.dim_size(0) > 0 ? values_t.flat<T>().data() : nullptr;
     const ListEventSource<T> source{offsets, inputs, values};
     AccumulateGradWeights(context, rows, n_in, n_out, grad.flat<T>().data(),
@@ -780,51 +777,30 @@ class SparseEventsGradWeightsOp : public GuardedOpKernel {
 //   v' = u - theta S (subtract) or u (1 - S) (zero).
 // A single op per time step keeps a step's cost near the work itself at batch 1.
 template <typename T>
-class SparseLifStepOp : public GuardedOpKernel {
+class SparseLifStepOp : public ResetOpKernel {
  public:
   explicit SparseLifStepOp(OpKernelConstruction* context)
-      : GuardedOpKernel(context, "SparseLifStep") {
-    std::string reset;
-    OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
-    reset_zero_ = reset == "zero";
-  }
+      : ResetOpKernel(context, "SparseLifStep") {}
 
   void DoCompute(OpKernelContext* context) override {
     const char* op = "SparseLifStep";
+    OP_REQUIRES_OK(context, CheckEventLifInputs(context, op, 2, "v"));
     const Tensor& spikes = context->input(0);
     const Tensor& weights = context->input(1);
-    const Tensor& v_in = context->input(2);
-    const Tensor& beta_t = context->input(3);
-    const Tensor& threshold = context->input(4);
-    OP_REQUIRES_OK(context, CheckMatrix(spikes, op, "spikes"));
-    OP_REQUIRES_OK(context, CheckMatrix(weights, op, "weights"));
-    OP_REQUIRES_OK(context, CheckMatrix(v_in, op, "v"));
     const int64_t batch = spikes.dim_size(0), n_in = spikes.dim_size(1);
     const int64_t n = weights.dim_size(1);
-    OP_REQUIRES(context, weights.dim_size(0) == n_in,
-                errors::InvalidArgument(op, ": spikes has ", n_in, " columns but weights has ",
-                                        weights.dim_size(0), " rows; they must match"));
-    OP_REQUIRES(context, v_in.dim_size(0) == batch && v_in.dim_size(1) == n,
-                errors::InvalidArgument(op, ": v must have shape [", batch, ", ", n, "], got ",
-                                        v_in.shape().DebugString()));
-    OP_REQUIRES(context, beta_t.dims() == 1 && beta_t.dim_size(0) == n,
-                errors::InvalidArgument(op, ": beta must have shape [", n, "], got ",
-                                        beta_t.shape().DebugString()));
-    OP_REQUIRES(context, threshold.dims() == 0,
-                errors::InvalidArgument(op, ": threshold must be a scalar (rank 0), got shape ",
-                                        threshold.shape().DebugString()));
     Tensor *s_out_t, *v_out_t;
     OP_REQUIRES_OK(context,
                    AllocateOutputChecked(context, op, 0, "spikes_out", {batch, n}, &s_out_t));
     OP_REQUIRES_OK(context, AllocateOutputChecked(context, op, 1, "v_out", {batch, n}, &v_out_t));
     const T* x = spikes.flat<T>().data();
     const T* w = weights.flat<T>().data();
-    const T* v = v_in.flat<T>().data();
-    const T* beta = beta_t.flat<T>().data();
-    const T theta = threshold.scalar<T>()();
+    const T* v = context->input(2).flat<T>().data();
+    const T* beta = context->input(3).flat<T>().data();
+    const T theta = context->input(4).scalar<T>()();
     T* s_out = s_out_t->flat<T>().data();
     T* v_out = v_out_t->flat<T>().data();
-    const bool reset_zero = reset_zero_;
+    const bool reset_zero = this->reset_zero();
     auto rows_fn = [=](int64_t begin, int64_t end) {
       std::vector<int64_t> active(n_in + 16);  // slack for 8-wide stores
       for (int64_t b = begin; b < end; ++b) {
@@ -840,9 +816,9 @@ class SparseLifStepOp : public GuardedOpKernel {
         T* sb = s_out + b * n;
         for (int64_t j = 0; j < n; ++j) {
           const T uj = beta[j] * vb[j] + u[j];
-          const T s = uj > theta ? T(1) : T(0);
+          const T s = Spike(uj, theta);
           sb[j] = s;
-          u[j] = reset_zero ? uj * (T(1) - s) : uj - theta * s;
+          u[j] = AfterReset(uj, s, theta, reset_zero);
         }
       }
     };
@@ -852,9 +828,6 @@ class SparseLifStepOp : public GuardedOpKernel {
       ParallelRange(context, batch, ShardCost(n_in + n_in * (n / 10.0) + n + 1, batch), rows_fn);
     }
   }
-
- private:
-  bool reset_zero_ = false;
 };
 
 // The LIF scan fed by its event-driven input, fused (training forward pass):
@@ -866,42 +839,19 @@ class SparseLifStepOp : public GuardedOpKernel {
 // ops in sequence. The gradient is LifScanGrad, then SparseEventsGradWeights on the events
 // recorded here (keras_spiking/ops.py).
 template <typename T>
-class SparseLifScanOp : public GuardedOpKernel {
+class SparseLifScanOp : public ResetOpKernel {
  public:
   explicit SparseLifScanOp(OpKernelConstruction* context)
-      : GuardedOpKernel(context, "SparseLifScan") {
-    std::string reset;
-    OP_REQUIRES_OK(context, context->GetAttr("reset", &reset));
-    reset_zero_ = reset == "zero";
-  }
+      : ResetOpKernel(context, "SparseLifScan") {}
 
   void DoCompute(OpKernelContext* context) override {
     const char* op = "SparseLifScan";
+    OP_REQUIRES_OK(context, CheckEventLifInputs(context, op, 3, "v0"));
     const Tensor& spikes = context->input(0);
     const Tensor& weights = context->input(1);
-    const Tensor& v0_t = context->input(2);
-    const Tensor& beta_t = context->input(3);
-    const Tensor& threshold = context->input(4);
-    OP_REQUIRES(context, spikes.dims() == 3,
-                errors::InvalidArgument(op, ": `spikes` must have rank 3, got shape ",
-                                        spikes.shape().DebugString()));
-    OP_REQUIRES_OK(context, CheckMatrix(weights, op, "weights"));
-    OP_REQUIRES_OK(context, CheckMatrix(v0_t, op, "v0"));
     const int64_t batch = spikes.dim_size(0), steps = spikes.dim_size(1),
                   n_in = spikes.dim_size(2);
     const int64_t n = weights.dim_size(1);
-    OP_REQUIRES(context, weights.dim_size(0) == n_in,
-                errors::InvalidArgument(op, ": spikes has ", n_in, " inputs but weights has ",
-                                        weights.dim_size(0), " rows; they must match"));
-    OP_REQUIRES(context, v0_t.dim_size(0) == batch && v0_t.dim_size(1) == n,
-                errors::InvalidArgument(op, ": v0 must have shape [", batch, ", ", n, "], got ",
-                                        v0_t.shape().DebugString()));
-    OP_REQUIRES(context, beta_t.dims() == 1 && beta_t.dim_size(0) == n,
-                errors::InvalidArgument(op, ": beta must have shape [", n, "], got ",
-                                        beta_t.shape().DebugString()));
-    OP_REQUIRES(context, threshold.dims() == 0,
-                errors::InvalidArgument(op, ": threshold must be a scalar (rank 0), got shape ",
-                                        threshold.shape().DebugString()));
     Tensor *s_out_t, *u_out_t, *v_out_t;
     // batch x steps x n can pass int64 when n_in is 0 (empty spikes): checked shapes
     TensorShape seq;
@@ -915,13 +865,13 @@ class SparseLifScanOp : public GuardedOpKernel {
     // event list must describe `spikes` whatever the layer's width
     const T* x = spikes.flat<T>().data();
     const T* w = weights.flat<T>().data();
-    const T* v0 = v0_t.flat<T>().data();
-    const T* beta = beta_t.flat<T>().data();
-    const T theta = threshold.scalar<T>()();
+    const T* v0 = context->input(2).flat<T>().data();
+    const T* beta = context->input(3).flat<T>().data();
+    const T theta = context->input(4).scalar<T>()();
     T* s_out = s_out_t->flat<T>().data();
     T* u_out = u_out_t->flat<T>().data();
     T* v_out = v_out_t->flat<T>().data();
-    const bool reset_zero = reset_zero_;
+    const bool reset_zero = this->reset_zero();
     EventRecorder<T>* record = &recorder;
     auto rows_fn = [=](int64_t begin, int64_t end) {
       std::vector<int64_t> active(n_in + 16);  // slack for 8-wide stores
@@ -943,10 +893,10 @@ class SparseLifScanOp : public GuardedOpKernel {
               [=](int64_t a) { return xr[act[a]]; });
           for (int64_t j = 0; j < n; ++j) {
             const T uj = beta[j] * v[j] + u[j];
-            const T s = uj > theta ? T(1) : T(0);
+            const T s = Spike(uj, theta);
             u[j] = uj;
             st[j] = s;
-            v[j] = reset_zero ? uj * (T(1) - s) : uj - theta * s;
+            v[j] = AfterReset(uj, s, theta, reset_zero);
           }
         }
       }
@@ -955,9 +905,6 @@ class SparseLifScanOp : public GuardedOpKernel {
     ParallelRange(context, batch, ShardCost(cost, batch), rows_fn);
     OP_REQUIRES_OK(context, recorder.Write(context, 3));
   }
-
- private:
-  bool reset_zero_ = false;
 };
 
 #define REGISTER_KERNELS(T)                                                    \
