@@ -111,7 +111,7 @@ def main(argv=None):
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    ops._eventprop_library()  # build before timing; raises if the kernels are missing
+    ops.library.eventprop_library()  # build before timing; raises if the kernels are missing
     dtype = tf.float64 if args.float64 else tf.float32
     print(
         f"EventProp forward+backward, batch {args.batch}, {KIN.steps} steps of "

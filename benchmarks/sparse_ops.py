@@ -35,9 +35,10 @@ sample; the table gives the time per step. Rows (each a ``tf.function`` called f
 * **eager: custom fused step / eager: dense**: the same step functions called without
   ``tf.function``, so each op is dispatched eagerly: the fused kernel is one op call per step,
   the dense step seven (matmul, multiply, add, compare, cast, multiply, subtract);
-* **custom fused step** (the reference of the ratios): ``ops.lif_step``, one op that finds the
-  active inputs, adds their weight rows and updates the LIF state;
-* **custom**: ``ops.sparse_spike_matmul(x_t, W)`` then one LIF step by ``ops.lif_scan`` (T = 1);
+* **custom fused step** (the reference of the ratios): ``ops.sparse_lif_step``, one op that
+  finds the active inputs, adds their weight rows and updates the LIF state;
+* **custom**: ``ops.sparse_spike_matmul(x_t, W)`` then one LIF step by ``ops.fused_lif_scan``
+  (T = 1);
 * **custom matmul + TF LIF**: the event kernel, then the LIF update in plain TF ops;
 * **dense**: ``tf.matmul(x_t, W)`` and the plain TF LIF update;
 * **dense, XLA**: the same function with ``jit_compile=True``;
@@ -443,7 +444,7 @@ def stream_functions(tf, ks, weights, beta: float):
         return s, u - ts.THRESHOLD * s
 
     def lif_kernel(current, v, s):
-        _, v, s = ks.ops.lif_scan(
+        _, v, s = ks.ops.fused_lif_scan(
             current[:, None, :],
             v,
             s,
@@ -458,7 +459,7 @@ def stream_functions(tf, ks, weights, beta: float):
         return lif_kernel(ks.ops.sparse_spike_matmul(x_t, weights), v, s)
 
     def fused(x_t, v, s):  # one op: event-driven input current and the LIF update
-        s, v = ks.ops.lif_step(x_t, weights, v, beta_vec, threshold=ts.THRESHOLD)
+        s, v = ks.ops.sparse_lif_step(x_t, weights, v, beta_vec, threshold=ts.THRESHOLD)
         return s, v
 
     def custom_tf_lif(x_t, v, s):
@@ -484,7 +485,7 @@ def stream_functions(tf, ks, weights, beta: float):
         STREAM_EAGER_CUSTOM: fused,  # no tf.function: the op runs eagerly, one dispatch
         STREAM_EAGER_DENSE: dense,
         STREAM_CUSTOM: tf.function(fused),
-        "custom (sparse_spike_matmul + ops.lif_scan T=1)": tf.function(custom),
+        "custom (sparse_spike_matmul + ops.fused_lif_scan T=1)": tf.function(custom),
         "custom matmul + TF LIF step": tf.function(custom_tf_lif),
         "dense (tf.matmul + TF LIF step)": tf.function(dense),
         "dense, XLA (jit_compile=True)": tf.function(dense, jit_compile=True),
@@ -499,7 +500,7 @@ def stream_functions(tf, ks, weights, beta: float):
     return per_call, whole
 
 
-STREAM_CUSTOM = "custom fused step (ops.lif_step: one op)"
+STREAM_CUSTOM = "custom fused step (ops.sparse_lif_step: one op)"
 STREAM_EAGER_CUSTOM = "eager: custom fused step (one op call per step, no tf.function)"
 STREAM_EAGER_DENSE = "eager: dense (tf.matmul + TF LIF ops, no tf.function)"
 STREAM_DENSE = "dense (tf.matmul + TF LIF step)"

@@ -12,7 +12,7 @@ a ``tf.function`` (``tf.GradientTape`` + ``keras.optimizers.Adam``) built from t
 
 * **SRC, XLA**: ``SRC(100), SRC(10)`` with ``jit_compile=True`` (the default): XLA-compiled
   forward loop and a hand-written backward loop in a second XLA function (see
-  :mod:`keras_spiking.src`);
+  :mod:`keras_spiking.src_scan`);
 * **SRC, plain**: the same with ``jit_compile=False`` (``tf.while_loop`` + TF autodiff);
 * **LIF, XLA**: ``LIF(100), LIF(10)`` (fast-sigmoid surrogate, the defaults), whose scan is
   XLA-compiled with a hand-written backward (:mod:`keras_spiking.scan`), or, when the C++
@@ -39,7 +39,7 @@ ratio to LIF, XLA; the README has a run with and without the kernels):
 (``python benchmarks/src_step.py --repeats 15`` with ``--threads 2`` / ``--threads 1``; the
 1-thread run shared the machine with a 1-thread training job.) SRC's XLA path was 2.03x and
 1.79x faster than its plain path there. An earlier run of the first XLA
-version (TF autodiff inside the compiled backward, see :mod:`keras_spiking.src`), 2 threads,
+version (TF autodiff inside the compiled backward, see ``docs/src.md``), 2 threads,
 quiet machine: SRC XLA 80.6 ms, SRC plain 70.8 ms, LIF XLA 26.6 ms, LIF plain 41.6 ms.
 
 Usage::

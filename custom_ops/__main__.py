@@ -1,5 +1,5 @@
-"""``python -m keras_spiking.custom_ops build [--rebuild] | path``: build the kernels now."""
+"""``python -m keras_spiking.custom_ops build [--rebuild] | path | status``: the kernels now."""
 
-from keras_spiking.ops import _main
+from keras_spiking.ops.cli import main
 
-raise SystemExit(_main())
+raise SystemExit(main())

@@ -13,7 +13,8 @@ equations are those of :mod:`keras_spiking.dynamics`, per layer and step ``t``:
   :math:`U' = \beta U + I - \theta S` (or :math:`(\beta U + I)(1 - S)`); output ``S``; states
   ``I, U``.
 * LI: :math:`v' = \beta v + x W + b`; output ``v'``; state ``v``.
-* SRC (Spiking Recurrent Cell): :func:`keras_spiking.src.src_step` on the current ``x W``;
+* SRC (Spiking Recurrent Cell): :func:`keras_spiking.spiking_recurrent_cell.src_step` on the
+  current ``x W``;
   output the pulse ``ReLU(h)``; states ``i, h, h_s`` (smooth ops only: tanh, sigmoid, ReLU).
 
 ``spike_fn(u, theta)`` makes the Heaviside step; the default, ``where(u > theta, 1, 0)``, keeps
@@ -30,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_spiking import layers as ks_layers
-from keras_spiking import src as ks_src
+from keras_spiking import spiking_recurrent_cell as ks_src
 from keras_spiking.export._registry import ExportError
 
 SpikeFn = Callable[[tf.Tensor, float], tf.Tensor]
@@ -54,6 +55,11 @@ class NeuronLayer:
     reset: str
     dt: float
     src_params: dict | None = None  # SRC: constants and bias for src_step, as NumPy arrays
+    # a neuron of the sequence-layer contract (kind "cell"): its cell's export_step, the
+    # parameters it takes (NumPy) and its state names
+    cell_step: Callable | None = None
+    cell_params: dict | None = None
+    cell_states: tuple[str, ...] = ()
 
     @property
     def units(self) -> int:
@@ -67,6 +73,8 @@ class NeuronLayer:
             return ("i", "v")
         if self.kind == "src":
             return ("i", "h", "h_s")
+        if self.kind == "cell":
+            return self.cell_states
         return ("v",)
 
 
@@ -98,10 +106,44 @@ def _src_layer(layer) -> NeuronLayer:
     )
 
 
+def _cell_layer(layer) -> NeuronLayer:
+    """A neuron of the sequence-layer contract whose cell has ``export_step``."""
+    cell = layer.cell
+    params = {
+        name: np.asarray(keras.ops.convert_to_numpy(value), np.float32)
+        for name, value in cell.export_parameters().items()
+    }
+    units = int(layer.units)
+    return NeuronLayer(
+        kind="cell",
+        name=layer.name,
+        # the exporters read the input width from the kernel's shape; the weights themselves
+        # are in the cell's parameters
+        kernel=np.zeros((int(layer.input_spec.axes[-1]), units), np.float32),
+        bias=None,
+        recurrent=None,
+        beta=np.ones(units, np.float32),
+        alpha=None,
+        threshold=float(getattr(cell, "threshold", 0.0) or 0.0),
+        reset="none",
+        dt=float(getattr(cell, "dt", float("nan"))),
+        cell_step=cell.export_step,
+        cell_params=params,
+        cell_states=tuple(layer.state_names),
+    )
+
+
 def neuron_layer(layer: keras.layers.Layer) -> NeuronLayer:
-    """Reads a LIF / CubaLIF / LI / SRC layer's parameters (ExportError for any other layer)."""
-    if isinstance(layer, ks_src.SRC):
+    """Reads a LIF / CubaLIF / LI / SRC layer's parameters (ExportError for any other layer).
+
+    A layer on :class:`keras_spiking.sequence.SpikingSequence` whose cell defines
+    ``export_parameters()`` and ``export_step(params, x, states, spike_fn)`` is exported
+    through them (kind "cell").
+    """
+    if isinstance(layer, ks_layers.SRC):
         return _src_layer(layer)
+    if isinstance(layer, ks_layers.SpikingSequence) and hasattr(layer.cell, "export_step"):
+        return _cell_layer(layer)
     kinds = {ks_layers.CubaLIF: "cuba", ks_layers.LIF: "lif", ks_layers.LI: "li"}
     kind = next((k for cls, k in kinds.items() if isinstance(layer, cls)), None)
     if kind is None:
@@ -224,6 +266,10 @@ def layer_step(spec: NeuronLayer, x, states: Sequence, spike_fn: SpikeFn = defau
         i_next = spec.alpha * i + _input_current(spec, x, s)
         v_next = _reset(spec.beta * v + i, s, spec.threshold, spec.reset)
         return s, [i_next, v_next]
+    if spec.kind == "cell":
+        params = {name: tf.constant(value) for name, value in spec.cell_params.items()}
+        out, new = spec.cell_step(params, x, list(states), spike_fn)
+        return out, list(new)
     if spec.kind == "src":
         state = ks_src.SRCState(*states)
         s, new = ks_src.src_step(state, tf.matmul(x, spec.kernel), **spec.src_params)

@@ -26,8 +26,11 @@ from keras_spiking import (  # noqa: E402
     metrics,
     ops,
     scan,
-    src,
+    sequence,
+    spiking_recurrent_cell,
+    src_scan,
     surrogates,
+    synapse,
 )
 
 __all__ = [
@@ -42,7 +45,19 @@ __all__ = [
     "metrics",
     "ops",
     "scan",
-    "src",
+    "sequence",
+    "spiking_recurrent_cell",
+    "src_scan",
     "surrogates",
+    "synapse",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # `keras_spiking.src` (deprecated): imported on first use, so that it warns only then
+    if name == "src":
+        import importlib
+
+        return importlib.import_module("keras_spiking.src")
+    raise AttributeError(f"module 'keras_spiking' has no attribute {name!r}")

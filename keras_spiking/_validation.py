@@ -13,6 +13,7 @@ import numbers
 import sys
 
 import numpy as np
+import tensorflow as tf
 
 #: Upper bound of every count argument: the kernels and the pure-TF paths index steps, spike
 #: slots and neurons with int32.
@@ -195,3 +196,19 @@ def dense_sequence(inputs, owner: str, *, masking: bool) -> None:
         f"{owner}: `inputs` must be a dense [batch, time, features] tensor; ragged and sparse "
         f"inputs are not supported, got {kind} of shape {tuple(inputs.shape)}: {fix}."
     )
+
+
+def static_dim(x, axis: int) -> int | None:
+    """A dimension of ``x`` known before the call (None if unknown, e.g. a symbolic batch)."""
+    try:
+        size = tf.TensorShape(getattr(x, "shape", None))[axis]
+    except (TypeError, ValueError, IndexError):
+        return None
+    return None if size is None else int(size)
+
+
+def flag(name: str, value, owner: str) -> bool:
+    """``value`` as a bool: True or False (NumPy's too), else a ValueError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(f"{owner}: `{name}` must be True or False, got {value!r}")

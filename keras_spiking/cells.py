@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_spiking import _validation, dynamics, ops, surrogates
+from keras_spiking import _validation, dynamics, surrogates, synapse
 
 MIN_TAU_FRACTION_OF_DT = 1e-2
 """Trainable time constants are clipped below at this fraction of ``dt`` inside the dynamics."""
@@ -90,17 +90,8 @@ class NeuronCell(keras.layers.Layer):
             setattr(self, name, _validation.time_constant(name, value, self.units, owner))
 
     def build(self, input_shape):
-        input_dim = input_shape[-1]
-        if input_dim is None:
-            raise ValueError(
-                f"{type(self).__name__}: the last (feature) axis of the input must be known, "
-                f"got input shape {input_shape}"
-            )
-        self.kernel = self.add_weight(
-            shape=(input_dim, self.units),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            name="kernel",
+        self.kernel = synapse.add_kernel(
+            self, input_shape, self.kernel_initializer, self.kernel_regularizer
         )
         self.recurrent_kernel = None
         if self.recurrent:
@@ -158,10 +149,10 @@ class NeuronCell(keras.layers.Layer):
         Args:
             inputs: ``[..., features]``.
             matmul: ``fn(inputs, kernel)`` for the product; default the dense
-                :func:`keras_spiking.ops.sparse_spike_matmul_reference` (the layers pass the
-                event kernel, :func:`keras_spiking.ops.synaptic_input`, when it is on).
+                :func:`keras_spiking.synapse.dense_current` (the layers pass the event
+                kernel, :func:`keras_spiking.ops.synaptic_input`, when it is on).
         """
-        matmul = matmul or ops.sparse_spike_matmul_reference
+        matmul = matmul or synapse.dense_current
         current = matmul(inputs, tf.cast(self.kernel, inputs.dtype))
         if self.bias is not None:
             current = current + tf.cast(self.bias, inputs.dtype)
@@ -353,6 +344,6 @@ class LICell(NeuronCell):
         return config
 
 
-from keras_spiking.src import SpikingRecurrentCell  # noqa: E402
+from keras_spiking.spiking_recurrent_cell import SpikingRecurrentCell  # noqa: E402
 
 __all__ = ["NeuronCell", "LIFCell", "CubaLIFCell", "LICell", "SpikingRecurrentCell"]

@@ -179,3 +179,18 @@ def li_step(v, current, *, beta):
         ``v[t]``.
     """
     return beta * v + current
+
+
+def dense_lif_step(spikes, weights, v, beta, *, threshold=1.0, reset: str = "subtract"):
+    r"""One LIF step from input spikes, dense (twin of :func:`keras_spiking.ops.sparse_lif_step`).
+
+    .. math::
+        u = \beta v + x W, \qquad S = H(u - \theta), \qquad
+        v' = u - \theta S \;\text{(subtract)} \quad\text{or}\quad u (1 - S) \;\text{(zero)}
+
+    Returns:
+        ``(S [batch, n], v' [batch, n])``.
+    """
+    u = beta * v + tf.matmul(spikes, weights)
+    s = tf.cast(u > threshold, u.dtype)
+    return s, (u - threshold * s if reset == "subtract" else u * (1 - s))

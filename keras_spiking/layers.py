@@ -1,9 +1,12 @@
-"""Spiking sequence layers over ``[batch, time, features]`` inputs.
+"""Spiking sequence layers over ``[batch, time, features]`` inputs: LIF, CubaLIF, LI and SRC.
 
-Each layer owns a cell from :mod:`keras_spiking.cells` (its weights and parameters), computes the
-feed-forward synaptic input of every time step in one matmul, and runs only the neuron state
-through time with a fused scan (:mod:`keras_spiking.scan`, XLA-compiled, hand-written BPTT).
-The numbers equal ``keras.layers.RNN(cell)`` step by step; the fused path is much faster.
+Each layer is a thin class on :class:`keras_spiking.sequence.SpikingSequence` (which owns the
+states, streaming, masking and the kernel dispatch): it names its cell (weights and
+parameters, :mod:`keras_spiking.cells`), its states, and its scans. The feed-forward synaptic
+input of every time step is one matmul (or the event-driven kernel), and only the neuron state
+runs through time, on a fused scan: the C++ kernels (:mod:`keras_spiking.ops.scans`) or the
+pure-TF twins (:mod:`keras_spiking.scan`, XLA-compiled, hand-written BPTT). The numbers equal
+``keras.layers.RNN(cell)`` step by step; the fused path is much faster.
 
 Example::
 
@@ -22,264 +25,32 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from keras_spiking import _validation, cells, eventprop, ops, scan
+from keras_spiking import cells, eventprop, ops, scan, src_scan
+from keras_spiking.sequence import SpikingSequence
+from keras_spiking.spiking_recurrent_cell import CONSTANT_NAMES, STATE_NAMES, SpikingRecurrentCell
 
 
-class SpikingSequence(keras.layers.Layer):
-    """Base of the sequence layers: input checks, states, ``stateful`` streaming (abstract).
+def _spike_options(cell) -> dict[str, Any]:
+    """The spiking cell's options shared by its TF and C++ scans."""
+    return {
+        "threshold": cell.threshold,
+        "surrogate": cell.surrogate,
+        "reset": cell.reset,
+        "detach_reset": cell.detach_reset,
+        "decay_grad": cell.train_time_constants,
+    }
 
-    Args:
-        return_sequences: return the output of every step ``[batch, time, units]`` (default)
-            or only of the last step ``[batch, units]``.
-        return_state: also return the final states (a list, as ``keras.layers.RNN`` does).
-        stateful: keep the final states of one call as the initial states of the next (for
-            streaming a long sequence in chunks); needs a fixed batch size. ``reset_states()``
-            sets them back to zero.
-        jit_compile: XLA-compile the time scan (default True; set False where XLA is missing).
-        check_inputs: raise a clear error on NaN or infinite inputs (checked on the final
-            states, a few elements per call; see ``_check_finite``).
-        use_custom_ops: ``"auto"`` (default: the global setting of :mod:`keras_spiking.ops`),
-            True (require the C++ kernels) or False (pure TF). The kernels (event-driven
-            synaptic input for sparse inputs, fused LIF/CubaLIF scans) run in training and
-            eager calls; graph-traced inference and anything saved or exported use standard
-            TF ops. Both paths give the same numbers up to float32 rounding.
-        **cell_kwargs: the neuron parameters, passed to the layer's cell.
 
-    Call arguments:
-        inputs: ``[batch, time, features]`` float tensor.
-        initial_state: optional list of ``[batch, units]`` tensors (see the cell's
-            ``state_size``); default zeros, or the stored states when ``stateful``.
-        training: no dropout here; selects where the custom kernels may run (see
-            ``use_custom_ops``).
-    """
+def _spiking_problem(layer: SpikingSequence, dtype, masked: bool) -> str | None:
+    """What the fused spiking scans cannot do: recurrent weights, an unregistered surrogate."""
+    problem = SpikingSequence.kernel_problem(layer, dtype, masked)
+    if problem is None and layer.cell.recurrent_kernel is not None:
+        problem = "recurrent weights (the fused scans have none)"
+    return problem or ops.dispatch.surrogate_problem(layer.cell.surrogate)
 
-    cell_class: type[cells.NeuronCell] = cells.NeuronCell
-    state_names: tuple[str, ...] = ()
 
-    def __init__(
-        self,
-        units: int,
-        *,
-        return_sequences: bool = True,
-        return_state: bool = False,
-        stateful: bool = False,
-        jit_compile: bool = True,
-        check_inputs: bool = True,
-        use_custom_ops: str | bool = "auto",
-        name: str | None = None,
-        dtype=None,
-        trainable: bool = True,
-        **cell_kwargs,
-    ):
-        super().__init__(name=name, dtype=dtype, trainable=trainable)
-        if "gradient" in cell_kwargs:
-            # only CubaLIF takes a gradient rule; say so rather than Keras' "unrecognized
-            # keyword arguments passed to LIFCell"
-            raise TypeError(
-                f"{type(self).__name__}: unexpected argument `gradient` (got "
-                f"{cell_kwargs['gradient']!r}); it trains with surrogate gradients (choose one "
-                "with `surrogate=`), and only CubaLIF takes gradient='eventprop'"
-            )
-        self.cell = self.cell_class(units, dtype=dtype, name="cell", **cell_kwargs)
-        self.units = self.cell.units
-        self.return_sequences = bool(return_sequences)
-        self.return_state = bool(return_state)
-        self.stateful = bool(stateful)
-        self.jit_compile = bool(jit_compile)
-        self.check_inputs = bool(check_inputs)
-        self.use_custom_ops = ops.validate_setting(use_custom_ops)
-        self.spiking = self.cell.spiking
-        # XLA for the whole train step is slower on CPU than our own XLA scan between plain
-        # TF matmuls, so `compile(jit_compile="auto")` should not pick it for these layers.
-        self.supports_jit = False
-        self.states = None
-
-    def __getattr__(self, name):
-        # Expose the cell's neuron parameters (tau_mem, threshold, surrogate, ...) on the layer.
-        if not name.startswith("_") and name != "cell" and "cell" in self.__dict__:
-            try:
-                return getattr(self.__dict__["cell"], name)
-            except AttributeError:
-                pass
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def __call__(self, *args, **kwargs):
-        # before Keras builds the layer or traces `call`: a ragged or sparse input would fail
-        # deep inside the scan with a message that names neither the input nor a way out
-        inputs = args[0] if args else kwargs.get("inputs")
-        _validation.dense_sequence(
-            inputs, f"{type(self).__name__} ({self.name})", masking=self.supports_masking
-        )
-        return super().__call__(*args, **kwargs)
-
-    def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 3:
-            raise ValueError(
-                f"{type(self).__name__} expects inputs of shape [batch, time, features], got "
-                f"shape {input_shape}"
-            )
-        self.cell.build(input_shape)
-        # the rank is checked in `call` with our own message; Keras checks the feature axis
-        self.input_spec = keras.layers.InputSpec(axes={-1: input_shape[-1]})
-        if self.stateful:
-            if input_shape[0] is None:
-                raise ValueError(
-                    f"{type(self).__name__}(stateful=True) needs a fixed batch size, got input "
-                    f"shape {input_shape}; use keras.Input(shape, batch_size=N)"
-                )
-            self.states = [
-                self.add_weight(
-                    shape=(input_shape[0], self.units),
-                    initializer="zeros",
-                    trainable=False,
-                    name=f"state_{name}",
-                )
-                for name in self.state_names
-            ]
-        self.built = True
-
-    def reset_states(self) -> None:
-        """Sets the stored states of a ``stateful`` layer back to zero."""
-        if not self.stateful:
-            raise ValueError(f"{type(self).__name__}: reset_states() needs stateful=True")
-        for state in self.states:
-            state.assign(tf.zeros_like(state))
-
-    def _check_rank(self, inputs):
-        if inputs.shape.rank != 3:
-            raise ValueError(
-                f"{type(self).__name__} expects inputs of shape [batch, time, features], got "
-                f"shape {tuple(inputs.shape)}"
-            )
-        if not self.return_sequences and inputs.shape[1] == 0:
-            raise ValueError(
-                f"{type(self).__name__}(return_sequences=False) needs at least one time step, "
-                f"got inputs of shape {tuple(inputs.shape)}"
-            )
-
-    def _check_finite(self, outputs, final_states):
-        """Makes ``outputs`` fail with a clear error if any input was NaN or infinite.
-
-        Every state of every model here stays non-finite once a non-finite value entered it
-        (``beta * NaN``, ``inf - theta``, ``inf * 0`` are all non-finite), so checking the small
-        final states catches a bad value anywhere in the inputs, for a few [batch, units]
-        elements instead of the whole [batch, time, features] input.
-        """
-        message = (
-            f"{type(self).__name__} ({self.name}): inputs contain NaN or inf (or the neuron "
-            "state overflowed)"
-        )
-        checks = [tf.debugging.assert_all_finite(state, message) for state in final_states]
-        with tf.control_dependencies(checks):
-            return tf.identity(outputs), [tf.identity(state) for state in final_states]
-
-    def _initial_states(self, inputs, initial_state):
-        if initial_state is not None:
-            if not isinstance(initial_state, (list, tuple)):
-                initial_state = [initial_state]
-            if len(initial_state) != len(self.state_names):
-                raise ValueError(
-                    f"{type(self).__name__}: `initial_state` must be a list of "
-                    f"{len(self.state_names)} tensors {list(self.state_names)}, got "
-                    f"{len(initial_state)}"
-                )
-            return [tf.cast(s, self.compute_dtype) for s in initial_state]
-        if self.stateful:
-            return [tf.cast(s, self.compute_dtype) for s in self.states]
-        batch = tf.shape(inputs)[0]
-        return [tf.zeros([batch, self.units], self.compute_dtype) for _ in self.state_names]
-
-    def _kernels_active(self, inputs, training) -> bool:
-        """Whether this call runs the C++ kernels (see ``use_custom_ops``)."""
-        if inputs.dtype not in ops.KERNEL_DTYPES:
-            return False
-        return ops.enabled(ops.call_setting(self.use_custom_ops, training))
-
-    def call(self, inputs, initial_state=None, training=None):
-        inputs = tf.cast(inputs, self.compute_dtype)
-        self._check_rank(inputs)
-        kernels = self._kernels_active(inputs, training)
-        states = self._initial_states(inputs, initial_state)
-        fused = self._input_scan(inputs, states) if kernels else None
-        if fused is not None:
-            outputs, final_states = fused
-        else:
-            # [batch, time, units], one matmul (the event kernel when the kernels are on)
-            currents = self.cell.input_current(inputs, ops.synaptic_input if kernels else None)
-            outputs, final_states = self._scan(
-                currents, states, kernels=kernels and self._fused_scan_supported()
-            )
-        if self.check_inputs:
-            outputs, final_states = self._check_finite(outputs, final_states)
-        if self.stateful:
-            for variable, value in zip(self.states, final_states):
-                variable.assign(tf.cast(value, variable.dtype))
-        if not self.return_sequences:
-            outputs = outputs[:, -1]
-        if self.return_state:
-            return [outputs, *final_states]
-        return outputs
-
-    def _scan(self, currents, states, kernels: bool = False):
-        """Runs the neuron model over [batch, time, units] currents; returns (outputs, states).
-
-        ``kernels``: by the fused C++ scan (only passed when it is supported), else the TF scan.
-        """
-        raise NotImplementedError
-
-    def _input_scan(self, inputs, states):
-        """The synaptic input and the scan in one C++ kernel, as ``(outputs, states)``.
-
-        None where this layer has no such kernel: then the input current, then ``_scan``.
-        """
-        return None
-
-    def _spike_options(self) -> dict[str, Any]:
-        """The spiking cell's options shared by its TF and C++ scans."""
-        cell = self.cell
-        return {
-            "threshold": cell.threshold,
-            "surrogate": cell.surrogate,
-            "reset": cell.reset,
-            "detach_reset": cell.detach_reset,
-            "decay_grad": cell.train_time_constants,
-        }
-
-    def _fused_scan_supported(self) -> bool:
-        """Whether a fused C++ scan implements this layer's configuration."""
-        if not self.spiking:
-            return True  # the leaky integrator has a kernel for every configuration
-        # the fused spiking scans have no recurrent weights and only the registered surrogates
-        return self.cell.recurrent_kernel is None and ops.supports(
-            self.cell.surrogate, self.compute_dtype
-        )
-
-    def compute_output_shape(self, inputs_shape, initial_state_shape=None):
-        input_shape = inputs_shape
-        batch, steps = input_shape[0], input_shape[1]
-        output = (batch, steps, self.units) if self.return_sequences else (batch, self.units)
-        if self.return_state:
-            return [output] + [(batch, self.units) for _ in self.state_names]
-        return output
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        cell_config = self.cell.get_config()
-        for key in ("name", "trainable", "dtype"):
-            cell_config.pop(key, None)
-        config.update(cell_config)
-        config.update(
-            {
-                "return_sequences": self.return_sequences,
-                "return_state": self.return_state,
-                "stateful": self.stateful,
-                "jit_compile": self.jit_compile,
-                "check_inputs": self.check_inputs,
-                "use_custom_ops": self.use_custom_ops,
-            }
-        )
-        return config
+def _input_current(cell, inputs, event_input: bool):
+    return cell.input_current(inputs, ops.synaptic_input if event_input else None)
 
 
 @keras.saving.register_keras_serializable(package="keras_spiking")
@@ -308,8 +79,8 @@ class LIF(SpikingSequence):
         train_time_constants: learn ``tau_mem`` per neuron (default False).
         kernel_initializer, recurrent_initializer, bias_initializer, kernel_regularizer,
         recurrent_regularizer, bias_regularizer: as in ``keras.layers.SimpleRNN``.
-        return_sequences, return_state, stateful, jit_compile, check_inputs: see
-            :class:`SpikingSequence`.
+        return_sequences, return_state, stateful, jit_compile, check_inputs, use_custom_ops:
+            see :class:`SpikingSequence`.
 
     Call arguments:
         inputs: ``[batch, time, features]``.
@@ -323,36 +94,34 @@ class LIF(SpikingSequence):
     cell_class = cells.LIFCell
     state_names = ("v", "s")
 
-    def _input_scan(self, inputs, states):
-        # the event-driven input fused into the LIF scan: no bias, no recurrent weights, a
-        # kernel surrogate (the fused scan's conditions)
-        if self.cell.bias is not None or not self._fused_scan_supported():
-            return None
-        spikes, v, s = ops.lif_scan_with_input(
-            inputs,
-            self.cell.kernel,
-            states[0],
-            states[1],
-            self.cell.decay("tau_mem"),
-            **self._spike_options(),
-        )
+    def kernel_problem(self, dtype, masked: bool = False) -> str | None:
+        return _spiking_problem(self, dtype, masked)
+
+    def kernel_scan(self, inputs, states):
+        cell, options = self.cell, _spike_options(self.cell)
+        beta = cell.decay("tau_mem")
+        if cell.bias is None:  # the event-driven input fused into the scan
+            spikes, v, s = ops.fused_lif_scan_with_input(
+                inputs, cell.kernel, states[0], states[1], beta, **options
+            )
+        else:
+            currents = _input_current(cell, inputs, event_input=True)
+            spikes, v, s = ops.fused_lif_scan(currents, states[0], states[1], beta, **options)
         return spikes, [v, s]
 
-    def _scan(self, currents, states, kernels: bool = False):
-        beta = self.cell.decay("tau_mem")
-        options = self._spike_options()
-        if kernels:
-            spikes, v, s = ops.lif_scan(currents, states[0], states[1], beta, **options)
-        else:
-            spikes, v, s = scan.lif_scan(
-                currents,
-                states[0],
-                states[1],
-                beta,
-                self.cell.recurrent_weights(),
-                jit=self.jit_compile,
-                **options,
-            )
+    def tf_scan(self, inputs, states, mask=None, event_input: bool = False):
+        if mask is not None:
+            return super().tf_scan(inputs, states, mask)
+        cell = self.cell
+        spikes, v, s = scan.lif_scan(
+            _input_current(cell, inputs, event_input),
+            states[0],
+            states[1],
+            cell.decay("tau_mem"),
+            cell.recurrent_weights(),
+            jit=self.jit_compile,
+            **_spike_options(cell),
+        )
         return spikes, [v, s]
 
 
@@ -441,15 +210,20 @@ class CubaLIF(SpikingSequence):
         if problems:
             raise ValueError(f"{owner} needs " + ", ".join(problems))
 
-    def call(self, inputs, initial_state=None, training=None):
+    def call(self, inputs, initial_state=None, mask=None, training=None):
         if self.gradient is None:
-            return super().call(inputs, initial_state=initial_state, training=training)
-        return self._eventprop_call(inputs, initial_state, training)
+            return super().call(inputs, initial_state=initial_state, mask=mask, training=training)
+        return self._eventprop_call(inputs, initial_state, mask, training)
 
-    def _eventprop_call(self, inputs, initial_state, training):
+    def _eventprop_call(self, inputs, initial_state, mask, training):
         where = f"{type(self).__name__} ({self.name}, gradient=EventProp)"
         if initial_state is not None:
             raise ValueError(f"{where}: `initial_state` is not supported; the state starts at 0")
+        if mask is not None:
+            raise ValueError(
+                f"{where}: masked inputs are not supported (the adjoint pass runs over the whole "
+                "window); remove the Masking layer or use the surrogate gradient"
+            )
         inputs = tf.cast(inputs, self.compute_dtype)
         self._check_rank(inputs)
         steps = inputs.shape[1]
@@ -487,20 +261,30 @@ class CubaLIF(SpikingSequence):
         )
         return config
 
-    def _scan(self, currents, states, kernels: bool = False):
-        decays = (self.cell.decay("tau_syn"), self.cell.decay("tau_mem"))
-        options = self._spike_options()
-        if kernels:
-            spikes, i, v = ops.cuba_lif_scan(currents, *states, *decays, **options)
-        else:
-            spikes, i, v = scan.cuba_lif_scan(
-                currents,
-                *states,
-                *decays,
-                self.cell.recurrent_weights(),
-                jit=self.jit_compile,
-                **options,
-            )
+    def _decays(self):
+        return self.cell.decay("tau_syn"), self.cell.decay("tau_mem")
+
+    def kernel_problem(self, dtype, masked: bool = False) -> str | None:
+        return _spiking_problem(self, dtype, masked)
+
+    def kernel_scan(self, inputs, states):
+        currents = _input_current(self.cell, inputs, event_input=True)
+        spikes, i, v = ops.fused_cuba_lif_scan(
+            currents, *states, *self._decays(), **_spike_options(self.cell)
+        )
+        return spikes, [i, v]
+
+    def tf_scan(self, inputs, states, mask=None, event_input: bool = False):
+        if mask is not None:
+            return super().tf_scan(inputs, states, mask)
+        spikes, i, v = scan.cuba_lif_scan(
+            _input_current(self.cell, inputs, event_input),
+            *states,
+            *self._decays(),
+            self.cell.recurrent_weights(),
+            jit=self.jit_compile,
+            **_spike_options(self.cell),
+        )
         return spikes, [i, v]
 
 
@@ -517,8 +301,8 @@ class LI(SpikingSequence):
         units: number of outputs.
         tau_mem: time constant in seconds (default 20 ms), float or per neuron.
         dt, use_bias, train_time_constants, initializers, regularizers: as in :class:`LIF`.
-        return_sequences, return_state, stateful, jit_compile, check_inputs: see
-            :class:`SpikingSequence`.
+        return_sequences, return_state, stateful, jit_compile, check_inputs, use_custom_ops:
+            see :class:`SpikingSequence`.
 
     Returns:
         Membrane potentials ``[batch, time, units]`` (or the last step), then ``v``.
@@ -526,26 +310,97 @@ class LI(SpikingSequence):
 
     cell_class = cells.LICell
     state_names = ("v",)
+    spiking = False
 
-    def _scan(self, currents, states, kernels: bool = False):
+    def kernel_scan(self, inputs, states):
+        currents = _input_current(self.cell, inputs, event_input=True)
         beta, decay_grad = self.cell.decay("tau_mem"), self.cell.train_time_constants
-        if kernels:
-            v_all, v_last = ops.li_scan(currents, states[0], beta, decay_grad=decay_grad)
-        else:
-            v_all, v_last = scan.li_scan(
-                currents, states[0], beta, jit=self.jit_compile, decay_grad=decay_grad
-            )
+        v_all, v_last = ops.fused_li_scan(currents, states[0], beta, decay_grad=decay_grad)
+        return v_all, [v_last]
+
+    def tf_scan(self, inputs, states, mask=None, event_input: bool = False):
+        if mask is not None:
+            return super().tf_scan(inputs, states, mask)
+        beta, decay_grad = self.cell.decay("tau_mem"), self.cell.train_time_constants
+        v_all, v_last = scan.li_scan(
+            _input_current(self.cell, inputs, event_input),
+            states[0],
+            beta,
+            jit=self.jit_compile,
+            decay_grad=decay_grad,
+        )
         return v_all, [v_last]
 
 
-# The Spiking Recurrent Cell's layer and the EventProp layers (which take spike-time tensors
-# instead of sequences) live in their own modules; exported here with the others.
+@keras.saving.register_keras_serializable(package="keras_spiking")
+class SRC(SpikingSequence):
+    r"""Spiking Recurrent Cell neurons over a ``[batch, time, features]`` sequence.
+
+    The model of :class:`~keras_spiking.spiking_recurrent_cell.SpikingRecurrentCell` (De Geeter,
+    Ernst & Drion 2024): an input integrator ``i``, a bistable fast variable ``h`` with slow
+    negative feedback ``h_s``, and the output pulse ``s = ReLU(h)`` (equations there).
+
+    ``W_s s_in`` is computed for all steps in one matmul; the state ``[i, h, h_s]`` is scanned
+    with a ``tf.while_loop`` (:func:`keras_spiking.src_scan.src_sequence`), by default
+    XLA-compiled with an XLA-compiled backward pass (:func:`keras_spiking.src_scan.src_scan`).
+    Same numbers as
+    ``keras.layers.RNN(SpikingRecurrentCell(...), zero_output_for_mask=True)``.
+
+    Args:
+        units: number of neurons.
+        return_sequences: return the output of every step ``[batch, time, units]`` (default)
+            or only of the last (unmasked) step ``[batch, units]``.
+        return_state: also return the final states ``i, h, h_s`` (as ``keras.layers.RNN``).
+        stateful: keep the final states of a call as the initial states of the next (streaming
+            a long sequence in chunks); needs a fixed batch size. ``reset_states()`` zeroes them.
+        jit_compile: XLA-compile the time loop and its gradient (default True); False runs
+            the plain ``tf.while_loop`` differentiated by TensorFlow (same numbers, slower).
+        check_inputs, use_custom_ops: see :class:`SpikingSequence` (SRC has no C++ kernels:
+            ``use_custom_ops=True`` raises).
+        **cell_kwargs: the options of
+            :class:`~keras_spiking.spiking_recurrent_cell.SpikingRecurrentCell` (alpha, rho,
+            r, r_s, z, z_hyp, z_dep, slow_gate_slope, bias_initializer, bias_max, detach_recurrent,
+            straight_through, kernel_initializer, kernel_regularizer, bias_regularizer).
+
+    Call arguments:
+        inputs: ``[batch, time, features]``.
+        initial_state: optional list ``[i, h, h_s]`` of [batch, units] tensors (default zeros,
+            or the stored states when ``stateful``).
+        mask: optional boolean ``[batch, time]`` (from ``keras.layers.Masking`` or an
+            ``Embedding(mask_zero=True)``): a masked step leaves the state unchanged and
+            outputs zeros.
+        training: unused.
+
+    Returns:
+        Pulses ``[batch, time, units]`` (or ``[batch, units]``), then ``i, h, h_s`` if
+        ``return_state``.
+    """
+
+    cell_class = SpikingRecurrentCell
+    state_names = STATE_NAMES
+
+    def tf_scan(self, inputs, states, mask=None, event_input: bool = False):
+        cell = self.cell
+        outputs, _, i, h, h_s = src_scan.src_scan(
+            cell.input_current(inputs),  # [batch, time, units], one matmul
+            *states,
+            tf.cast(cell.bias, inputs.dtype),
+            mask,
+            jit=self.jit_compile,
+            constants=tuple((name, getattr(cell, name)) for name in CONSTANT_NAMES),
+            slow_gate_slope=cell.slow_gate_slope,
+            detach_recurrent=cell.detach_recurrent,
+            straight_through=cell.straight_through,
+        )
+        return outputs, [i, h, h_s]
+
+
+# The EventProp layers take spike-time tensors instead of sequences; exported here too.
 from keras_spiking.eventprop_layers import (  # noqa: E402
     EventPropCubaLIF,
     EventPropLI,
     SpikeTimeDropout,
 )
-from keras_spiking.src import SRC  # noqa: E402
 
 __all__ = [
     "SpikingSequence",

@@ -40,6 +40,7 @@ __all__ = [
     "serialize",
     "deserialize",
     "available",
+    "registered_name",
 ]
 
 _REGISTRY: dict[str, type[Surrogate]] = {}
@@ -244,8 +245,24 @@ class CustomSurrogate(Surrogate):
 
 
 def available() -> list[str]:
-    """Names of the registered surrogate shapes."""
+    """Names of the registered surrogate shapes.
+
+    The C++ scan kernels implement every one of them (``custom_ops/common.h`` lists the same
+    names; ``tests/test_kernel_sources.py`` checks that the two lists agree).
+    """
     return sorted(_REGISTRY)
+
+
+def registered_name(surrogate: Surrogate) -> str | None:
+    """The registry name of ``surrogate`` if it is exactly a registered shape, else None.
+
+    None for a :class:`CustomSurrogate` and for subclasses of the registered classes (which may
+    change the derivative, so a kernel that knows the shape by name cannot stand in for them).
+    """
+    name = getattr(surrogate, "name", None)
+    if name in _REGISTRY and type(surrogate) is _REGISTRY[name]:
+        return name
+    return None
 
 
 def serialize(surrogate: Surrogate) -> dict[str, Any]:

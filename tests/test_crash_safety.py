@@ -178,8 +178,7 @@ WRAPPERS = {
         "eventprop_spiking_forward: `max_spikes` must be an integer <= 2147483647",
     ),
     "eventprop_spiking_forward_reference max_spikes=2**60": (
-        "ops.eventprop_spiking_forward_reference(t, k, kinetics=ep.Kinetics(steps=10), "
-        "max_spikes=2**60)",
+        "ep.spiking_forward_reference(t, k, kinetics=ep.Kinetics(steps=10), max_spikes=2**60)",
         "ValueError",
         "`max_spikes` must be an integer <= 2147483647",
     ),

@@ -33,7 +33,7 @@ KIN = ep.Kinetics(tau_mem=20e-3, tau_syn=5e-3, threshold=1.0, dt=1e-3, steps=40)
 @pytest.fixture(scope="module")
 def lib():
     """The library must build and load here, with the EventProp kernels in it."""
-    return ops._eventprop_library()
+    return ops.library.eventprop_library()
 
 
 def _tol(dtype):
@@ -74,7 +74,7 @@ def test_spiking_forward_equals_twin(lib, rng, dtype, interpolate, recurrent):
     rec = _weights(rng, (30, 30), dtype, 0.0, 0.3) if recurrent else None
     kwargs = dict(kinetics=KIN, max_spikes=8, interpolate=interpolate)
     got = ops.eventprop_spiking_forward(times, kernel, rec, **kwargs)
-    want = ops.eventprop_spiking_forward_reference(times, kernel, rec, **kwargs)
+    want = ep.spiking_forward_reference(times, kernel, rec, **kwargs)
     (g_times, g_step, *g_rest), g_counts, g_overflow = got
     (w_times, w_step, *w_rest), w_counts, w_overflow = want
     assert int(tf.reduce_sum(w_counts)) > 20  # the case exercises spikes
@@ -94,7 +94,7 @@ def test_overflow_counted_the_same(lib, rng, dtype):
     (g_times, g_step, *_), g_counts, g_overflow = ops.eventprop_spiking_forward(
         times, kernel, **kwargs
     )
-    (w_times, w_step, *_), w_counts, w_overflow = ops.eventprop_spiking_forward_reference(
+    (w_times, w_step, *_), w_counts, w_overflow = ep.spiking_forward_reference(
         times, kernel, **kwargs
     )
     np.testing.assert_array_equal(g_counts, w_counts)
@@ -110,9 +110,7 @@ def test_readout_forward_equals_twin(lib, rng, dtype, readout):
     times = tf.constant(_times(rng, 5, 15, 2), dtype)
     kernel = _weights(rng, (15, 7), dtype)
     out, arg = ops.eventprop_readout_forward(times, kernel, kinetics=KIN, readout=readout)
-    want, want_arg = ops.eventprop_readout_forward_reference(
-        times, kernel, kinetics=KIN, readout=readout
-    )
+    want, want_arg = ep.readout_forward_reference(times, kernel, kinetics=KIN, readout=readout)
     _close(out, want, _tol(dtype))
     np.testing.assert_array_equal(arg, want_arg)
     if readout == "max":
@@ -427,8 +425,8 @@ def test_dispatch_setting_is_validated_and_float16_uses_the_twin(lib, rng):
 
 def test_library_without_eventprop_kernels(lib, monkeypatch):
     """An older prebuilt library: True raises, "auto" warns once and runs the twin."""
-    monkeypatch.setattr(ops, "_EVENTPROP_OPS", ("keras_spiking_no_such_op",))
-    monkeypatch.setattr(ops, "_warned", False)
+    monkeypatch.setattr(ops.library, "EVENTPROP_OPS", ("keras_spiking_no_such_op",))
+    monkeypatch.setattr(ops.library, "_warned", False)
     with pytest.raises(ops.OpLibraryError, match="no EventProp kernels.*SOURCES"):
         ops.eventprop_enabled(True, tf.float32)
     with ops.use_custom_ops("auto"), warnings.catch_warnings(record=True) as caught:

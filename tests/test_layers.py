@@ -501,10 +501,8 @@ def test_ragged_and_sparse_inputs_are_refused_by_name(layer_cls):
     assert layer_cls(4)(ragged.to_tensor()).shape == (2, 3, 4)
 
 
-def test_ragged_advice_mentions_the_mask_only_where_there_is_one():
-    with pytest.raises(TypeError) as lif_error:
-        layers.LIF(4)(_ragged_batch())
-    with pytest.raises(TypeError) as src_error:
-        layers.SRC(4)(_ragged_batch())
-    assert "mask" not in str(lif_error.value) and "decaying" in str(lif_error.value)
-    assert "`mask=`" in str(src_error.value)
+def test_ragged_advice_mentions_the_mask_every_layer_takes():
+    for layer in (layers.LIF(4), layers.CubaLIF(4), layers.LI(4), layers.SRC(4)):
+        with pytest.raises(TypeError) as error:
+            layer(_ragged_batch())
+        assert "`mask=`" in str(error.value), type(layer).__name__

@@ -339,10 +339,10 @@ def test_cli_reports_target_and_time():
 # --------------------------------------------------------------------------------------------
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    monkeypatch.setattr(ops, "_accelerator_devices", lambda: ["/device:GPU:0"])
-    monkeypatch.setattr(ops, "_global_setting", "auto")
+    monkeypatch.setattr(ops.dispatch, "accelerator_devices", lambda: ["/device:GPU:0"])
+    monkeypatch.setattr(ops.settings, "_global_setting", "auto")
     placement = {"device": ""}
-    monkeypatch.setattr(ops, "_placement", lambda: placement["device"])
+    monkeypatch.setattr(ops.dispatch, "placement", lambda: placement["device"])
     return placement
 
 
@@ -350,7 +350,7 @@ def test_auto_uses_pure_tf_on_an_accelerator_and_true_raises(fake_gpu, monkeypat
     def no_kernels(*_, **__):
         raise AssertionError("the kernel library was asked for on a GPU")
 
-    monkeypatch.setattr(ops, "load", no_kernels)
+    monkeypatch.setattr(ops.library, "load", no_kernels)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # choosing the GPU path is not a fallback: no warning
         assert ops.enabled("auto") is False
@@ -378,5 +378,5 @@ def test_a_cpu_scope_on_a_gpu_machine_keeps_the_kernels(fake_gpu, rng):
 
 def test_placement_reads_the_device_scope():
     with tf.device("/CPU:0"):
-        assert "CPU" in ops._placement().upper()
+        assert "CPU" in ops.dispatch.placement().upper()
     assert ops.accelerator_in_use() is None  # this machine has no GPU/TPU

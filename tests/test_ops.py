@@ -16,7 +16,7 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keras_spiking import _op_library, layers, ops, scan, surrogates
+from keras_spiking import _op_library, dynamics, layers, ops, scan, surrogates, synapse
 
 # float32 sums run in another order in the kernels than in the TF matmul / XLA loop, so they
 # agree to rounding (a few ulps of the largest partial sum), not bit for bit
@@ -61,7 +61,7 @@ def test_sparse_matmul_equals_twin(lib, rng, dtype, density):
     w = tf.constant(rng.normal(size=(53, 29)), dtype)
     g = tf.constant(rng.normal(size=(37, 29)), dtype)
     got = _matmul_with_grads(ops.sparse_spike_matmul, x, w, g)
-    want = _matmul_with_grads(ops.sparse_spike_matmul_reference, x, w, g)
+    want = _matmul_with_grads(synapse.dense_current, x, w, g)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, **_tol(dtype))
 
@@ -113,11 +113,11 @@ def test_event_kernels_narrow_rows_equal_twin(lib, rng, n_out):
     w = tf.constant(rng.normal(size=(45, n_out)), tf.float32)
     g = tf.constant(rng.normal(size=(300, n_out)), tf.float32)
     got = _matmul_with_grads(ops.sparse_spike_matmul, x, w, g)
-    want = _matmul_with_grads(ops.sparse_spike_matmul_reference, x, w, g)
+    want = _matmul_with_grads(synapse.dense_current, x, w, g)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, **F32)
-    s, v = ops.lif_step(x[:7], w, tf.zeros((7, n_out)), tf.fill([n_out], 0.9), threshold=0.5)
-    s_want, v_want = ops.lif_step_reference(x[:7], w, tf.zeros((7, n_out)), 0.9, threshold=0.5)
+    s, v = ops.sparse_lif_step(x[:7], w, tf.zeros((7, n_out)), tf.fill([n_out], 0.9), threshold=0.5)
+    s_want, v_want = dynamics.dense_lif_step(x[:7], w, tf.zeros((7, n_out)), 0.9, threshold=0.5)
     np.testing.assert_allclose(v, v_want, **F32)
 
 
@@ -211,7 +211,7 @@ def test_sparse_matmul_random_cases_equal_twin(rows, n_in, n_out, density, doubl
     w = tf.constant(rng.normal(size=(n_in, n_out)), dtype)
     g = tf.constant(rng.normal(size=(rows, n_out)), dtype)
     got = _matmul_with_grads(ops.sparse_spike_matmul, x, w, g)
-    want = _matmul_with_grads(ops.sparse_spike_matmul_reference, x, w, g)
+    want = _matmul_with_grads(synapse.dense_current, x, w, g)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, **_tol(dtype))
 
@@ -223,8 +223,8 @@ def test_streaming_lif_step_equals_twin_and_scan(lib, rng, reset, batch, density
     w = tf.constant(rng.normal(0, 0.5, (40, 12)), tf.float64)
     v = tf.constant(rng.normal(0.5, 0.5, (batch, 12)), tf.float64)
     beta = tf.constant(rng.uniform(0.5, 0.99, 12), tf.float64)
-    got = ops.lif_step(x, w, v, beta, threshold=0.8, reset=reset)
-    want = ops.lif_step_reference(x, w, v, beta, threshold=0.8, reset=reset)
+    got = ops.sparse_lif_step(x, w, v, beta, threshold=0.8, reset=reset)
+    want = dynamics.dense_lif_step(x, w, v, beta, threshold=0.8, reset=reset)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, **F64)
     # and one step of the training scan on the same current gives the same state
@@ -324,7 +324,7 @@ def test_lif_scan_equals_twin(lib, rng, surrogate, reset, detach_reset):
         "reset": reset,
         "detach_reset": detach_reset,
     }
-    got = _lif_run(ops.lif_scan, case, **options)
+    got = _lif_run(ops.fused_lif_scan, case, **options)
     want = _lif_run(_twin(scan.lif_scan), case, **options)
     assert float(tf.reduce_sum(got[0])) > 0  # the case does spike, so the reset paths run
     _assert_same(got, want)
@@ -341,7 +341,7 @@ def test_lif_scan_grad_over_neuron_slices_equals_twin(lib, rng, reset, detach_re
         "reset": reset,
         "detach_reset": detach_reset,
     }
-    got = _lif_run(ops.lif_scan, case, **options)
+    got = _lif_run(ops.fused_lif_scan, case, **options)
     want = _lif_run(_twin(scan.lif_scan), case, **options)
     assert float(tf.reduce_sum(got[0])) > 0
     _assert_same(got, want)
@@ -380,11 +380,9 @@ def test_lif_scan_with_input_equals_twin(lib, rng, dtype, reset, detach_reset, d
         return [spikes, v_last, s_last, *tape.gradient(loss, [x, kernel, v0, beta])]
 
     s0 = tf.zeros_like(v0)
-    got = run(lambda: ops.lif_scan_with_input(x, kernel, v0, s0, beta, **options))
+    got = run(lambda: ops.fused_lif_scan_with_input(x, kernel, v0, s0, beta, **options))
     want = run(
-        lambda: scan.lif_scan(
-            ops.sparse_spike_matmul_reference(x, kernel), v0, s0, beta, jit=False, **options
-        )
+        lambda: scan.lif_scan(synapse.dense_current(x, kernel), v0, s0, beta, jit=False, **options)
     )
     assert float(tf.reduce_sum(got[0])) > 0
     tol = F64 if dtype == tf.float64 else F32_BPTT
@@ -455,7 +453,7 @@ def test_cuba_lif_scan_equals_twin(lib, rng, surrogate, reset, detach_reset):
         "reset": reset,
         "detach_reset": detach_reset,
     }
-    got = _cuba_run(ops.cuba_lif_scan, case, **options)
+    got = _cuba_run(ops.fused_cuba_lif_scan, case, **options)
     want = _cuba_run(_twin(scan.cuba_lif_scan), case, **options)
     assert float(tf.reduce_sum(got[0])) > 0
     _assert_same(got, want)
@@ -465,7 +463,7 @@ def test_cuba_lif_scan_equals_twin(lib, rng, surrogate, reset, detach_reset):
 @pytest.mark.parametrize("dtype", [tf.float64, tf.float32], ids=["f64", "f32"])
 def test_li_scan_equals_twin(lib, rng, decay_grad, dtype):
     case = _scan_case(rng, 3, 40, 6, dtype=dtype)
-    got = _li_run(ops.li_scan, case, decay_grad=decay_grad)
+    got = _li_run(ops.fused_li_scan, case, decay_grad=decay_grad)
     want = _li_run(_twin(scan.li_scan), case, decay_grad=decay_grad)
     _assert_same(got, want, dtype)
     if not decay_grad:
@@ -477,10 +475,10 @@ def test_scan_float32_and_constant_decays(lib, rng, kind):
     case = _scan_case(rng, 4, 30, 9, dtype=tf.float32)
     options = {"surrogate": surrogates.get("fast_sigmoid"), "decay_grad": False}
     if kind == "lif":
-        got = _lif_run(ops.lif_scan, case, **options)
+        got = _lif_run(ops.fused_lif_scan, case, **options)
         want = _lif_run(_twin(scan.lif_scan), case, **options)
     else:
-        got = _cuba_run(ops.cuba_lif_scan, case, **options)
+        got = _cuba_run(ops.fused_cuba_lif_scan, case, **options)
         want = _cuba_run(_twin(scan.cuba_lif_scan), case, **options)
     for index, (a, b) in enumerate(zip(got, want, strict=True)):
         np.testing.assert_allclose(a, b, err_msg=f"output {index}", **F32_BPTT)
@@ -493,13 +491,13 @@ def test_scan_empty_shapes(lib, rng, shape, kind):
     case = _scan_case(rng, *shape)
     options = {"surrogate": surrogates.get("arctan")}
     if kind == "li":
-        got = _li_run(ops.li_scan, case)
+        got = _li_run(ops.fused_li_scan, case)
         want = _li_run(_twin(scan.li_scan), case)
     elif kind == "lif":
-        got = _lif_run(ops.lif_scan, case, **options)
+        got = _lif_run(ops.fused_lif_scan, case, **options)
         want = _lif_run(_twin(scan.lif_scan), case, **options)
     else:
-        got = _cuba_run(ops.cuba_lif_scan, case, **options)
+        got = _cuba_run(ops.fused_cuba_lif_scan, case, **options)
         want = _cuba_run(_twin(scan.cuba_lif_scan), case, **options)
     for a, b in zip(got, want, strict=True):
         if b is not None:
@@ -512,7 +510,7 @@ def test_scan_all_zero_and_all_one_spikes(lib, rng, drive):
     case = _scan_case(rng, 2, 12, 4, drive=drive)
     case["x"] = tf.fill(case["x"].shape, tf.constant(drive, tf.float64))
     case["v0"] = tf.zeros_like(case["v0"])
-    got = _lif_run(ops.lif_scan, case, surrogate=surrogates.get("triangle"))
+    got = _lif_run(ops.fused_lif_scan, case, surrogate=surrogates.get("triangle"))
     want = _lif_run(_twin(scan.lif_scan), case, surrogate=surrogates.get("triangle"))
     np.testing.assert_array_equal(got[0], np.full(got[0].shape, 1.0 if drive else 0.0))
     _assert_same(got, want)
@@ -574,10 +572,10 @@ def test_scans_random_cases_equal_twin(batch, steps, n, surrogate, reset, detach
     case = _scan_case(np.random.default_rng(seed), batch, steps, n)
     options = {"surrogate": surrogates.get(surrogate), "reset": reset, "detach_reset": detach_reset}
     if kind == "lif":
-        got = _lif_run(ops.lif_scan, case, **options)
+        got = _lif_run(ops.fused_lif_scan, case, **options)
         want = _lif_run(_twin(scan.lif_scan), case, **options)
     else:
-        got = _cuba_run(ops.cuba_lif_scan, case, **options)
+        got = _cuba_run(ops.fused_cuba_lif_scan, case, **options)
         want = _cuba_run(_twin(scan.cuba_lif_scan), case, **options)
     _assert_same(got, want)
 
@@ -586,16 +584,13 @@ def test_scans_random_cases_equal_twin(batch, steps, n, surrogate, reset, detach
 # Layers on both paths
 # --------------------------------------------------------------------------------------------
 def _train_once(use_custom_ops, layer_cls, x, y, **kwargs):
+    """One SGD step with the kernels globally on (True) or off; the layers on "auto", so that
+    a configuration the fused scans cannot run (recurrent, custom surrogate) takes its TF scan
+    with the event-driven input kernel."""
     keras.utils.set_random_seed(3)
-    model = keras.Sequential(
-        [
-            keras.Input(x.shape[1:]),
-            layer_cls(24, use_custom_ops=use_custom_ops, **kwargs),
-            layers.LI(3, use_custom_ops=use_custom_ops),
-        ]
-    )
+    model = keras.Sequential([keras.Input(x.shape[1:]), layer_cls(24, **kwargs), layers.LI(3)])
     optimizer = keras.optimizers.SGD(0.5)
-    with tf.GradientTape() as tape:
+    with tf.GradientTape() as tape, ops.use_custom_ops(use_custom_ops):
         out = model(x, training=True)
         loss = tf.reduce_mean(
             keras.losses.sparse_categorical_crossentropy(y, tf.reduce_max(out, 1), from_logits=True)
@@ -629,20 +624,20 @@ def test_training_step_same_on_both_paths(lib, rng, layer_cls, kwargs, density):
         np.testing.assert_allclose(a, b, **F32)
 
 
-def test_kernels_run_in_training_not_in_traced_inference(lib, rng, monkeypatch, tmp_path):
-    calls = []
-    real = ops.lif_scan
-    monkeypatch.setattr(ops, "lif_scan", lambda *a, **k: calls.append(1) or real(*a, **k))
+def test_kernels_run_in_training_not_in_traced_inference(lib, rng, tmp_path):
     model = keras.Sequential([keras.Input((10, 20)), layers.LIF(8), layers.LI(2)])
     model.compile("adam", "mse")
     x = (rng.random((16, 10, 20)) < 0.1).astype("float32")
-    model.fit(x, np.zeros((16, 10, 2), "float32"), epochs=1, verbose=0)
-    assert calls, "model.fit did not use the fused kernel"
-    calls.clear()
-    predicted = model.predict(x, verbose=0)
+    with ops.count_kernel_calls() as calls:  # counted when fit traces its step
+        model.fit(x, np.zeros((16, 10, 2), "float32"), epochs=1, verbose=0)
+    # 8 outputs: below MIN_EVENT_OUTPUTS, so the dense input and the fused LIF scan kernel
+    assert calls["fused_lif_scan"], "model.fit did not use the fused kernel"
+    with ops.count_kernel_calls() as calls:
+        predicted = model.predict(x, verbose=0)
     assert not calls, "graph-traced inference must keep to standard TF ops"
-    eager = model(x)
-    assert calls, "an eager call should use the kernel"
+    with ops.count_kernel_calls() as calls:
+        eager = model(x)
+    assert calls["fused_lif_scan"] == 1, "an eager call should use the kernel"
     np.testing.assert_allclose(predicted, eager, **F32)
     model.export(str(tmp_path / "served"), verbose=False)
     graph = (tmp_path / "served" / "saved_model.pb").read_bytes()
@@ -663,7 +658,7 @@ def test_use_custom_ops_config_and_validation():
 # Loader and switches
 # --------------------------------------------------------------------------------------------
 def test_global_setting_and_environment(monkeypatch):
-    monkeypatch.setattr(ops, "_global_setting", None)
+    monkeypatch.setattr(ops.settings, "_global_setting", None)
     monkeypatch.setenv(ops.ENV_SETTING, "0")
     assert ops.get_use_custom_ops() is False
     monkeypatch.setenv(ops.ENV_SETTING, "bogus")
@@ -680,10 +675,10 @@ def test_auto_falls_back_with_one_warning_and_true_raises(monkeypatch):
         raise ops.OpLibraryError("keras_spiking custom ops: compiler missing (test)")
 
     monkeypatch.setattr(_op_library, "build_and_load", broken)
-    monkeypatch.setattr(ops, "_library", None)
-    monkeypatch.setattr(ops, "_load_error", None)
-    monkeypatch.setattr(ops, "_warned", False)
-    monkeypatch.setattr(ops, "_global_setting", "auto")
+    monkeypatch.setattr(ops.library, "_library", None)
+    monkeypatch.setattr(ops.library, "_load_error", None)
+    monkeypatch.setattr(ops.library, "_warned", False)
+    monkeypatch.setattr(ops.settings, "_global_setting", "auto")
     with pytest.warns(RuntimeWarning, match="falls back to its pure-TensorFlow path"):
         assert ops.enabled("auto") is False
     with warnings.catch_warnings():

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 import keras_spiking as ks
 from keras_spiking import layers
-from keras_spiking.src import SRC, MaxValue, SpikingRecurrentCell, SRCState, src_step
+from keras_spiking.layers import SRC
+from keras_spiking.spiking_recurrent_cell import MaxValue, SpikingRecurrentCell, SRCState, src_step
 
 DEFAULTS = dict(alpha=0.9, rho=3.0, r=2.0, r_s=-7.0, z=0.0, z_hyp=0.9, z_dep=0.0)
 

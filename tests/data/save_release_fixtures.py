@@ -30,7 +30,11 @@ def _models() -> dict[str, keras.Model]:
         ]
     )
     src = keras.Sequential(
-        [keras.Input((12, 6)), ks.layers.SRC(5, bias_initializer=keras.initializers.Constant(-4.5)), ks.layers.LI(3)]
+        [
+            keras.Input((12, 6)),
+            ks.layers.SRC(5, bias_initializer=keras.initializers.Constant(-4.5)),
+            ks.layers.LI(3),
+        ]
     )
     eventprop = keras.Sequential(
         [
