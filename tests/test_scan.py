@@ -1,4 +1,14 @@
-"""The fused scans equal autodiff through the reference step functions (forward and backward)."""
+"""The TF scans of keras_spiking.scan equal TF autodiff through the reference step functions.
+
+Each scan (LIF and CubaLIF with and without recurrent weights, both resets, reset detached and
+attached; the leaky integrator), XLA-compiled and as a plain while loop, is run in float64
+next to a Python loop over the step functions of :mod:`keras_spiking.dynamics` with the same
+surrogate; the forward outputs and the gradients of a random linear function of all outputs
+(with respect to the inputs, initial states, decays and recurrent weights) must agree; a scan
+of zero steps returns its initial state. Both sides are package code:
+``tests/test_scan_gradients.py`` checks the scans' gradients against float64 finite
+differences of NumPy simulations instead.
+"""
 
 import numpy as np
 import pytest
