@@ -11,8 +11,9 @@ compiled with XLA by default (``jit=True``):
   recomputes spikes and surrogate derivatives from it in one vectorised pass, and leaves a
   loop body of two or three fused element-wise ops.
 * The semantics are exactly those of the step functions in :mod:`keras_spiking.dynamics`
-  (the tests compare both passes against autodiff of those step functions and against
-  float64 finite differences).
+  (``tests/test_scan.py`` compares both passes against autodiff of those step functions;
+  ``tests/test_scan_gradients.py`` checks every backward against float64 finite differences
+  of a smooth model whose exact gradient is the surrogate BPTT).
 
 Inputs and outputs are batch-major ``[batch, time, n]`` like the layers (the loops read step
 ``t`` with a strided slice and keep their own per-step buffers time-major, so only the outputs

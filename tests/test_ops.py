@@ -4,7 +4,8 @@ The loader (build, cache, checks) is tested in ``tests/test_op_library.py``.
 
 The twins are ``tf.matmul`` for the event kernel and :mod:`keras_spiking.scan` for the fused
 scans; ``tests/test_scan.py`` checks those scans against autodiff of the step functions and
-float64 finite differences, so kernel == twin closes the chain to numbers neither produced.
+``tests/test_scan_gradients.py`` checks scans and kernels against float64 finite differences,
+so kernel == twin closes the chain to numbers neither produced.
 """
 
 import warnings
