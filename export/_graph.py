@@ -124,9 +124,9 @@ def _cell_layer(layer) -> NeuronLayer:
         recurrent=None,
         beta=np.ones(units, np.float32),
         alpha=None,
-        threshold=float(getattr(cell, "threshold", 0.0) or 0.0),
+        threshold=0.0,  # the cell's export_step applies its own threshold
         reset="none",
-        dt=float(getattr(cell, "dt", float("nan"))),
+        dt=float("nan"),
         cell_step=cell.export_step,
         cell_params=params,
         cell_states=tuple(layer.state_names),

@@ -93,6 +93,7 @@ class LIF(SpikingSequence):
 
     cell_class = cells.LIFCell
     state_names = ("v", "s")
+    event_input = True
 
     def kernel_problem(self, dtype, masked: bool = False) -> str | None:
         return _spiking_problem(self, dtype, masked)
@@ -187,12 +188,16 @@ class CubaLIF(SpikingSequence):
 
     cell_class = cells.CubaLIFCell
     state_names = ("i", "v")
+    event_input = True
 
     def __init__(self, units: int, *, gradient="surrogate", **kwargs):
         super().__init__(units, **kwargs)
         self.gradient = _gradient_rule(gradient, type(self).__name__)
         if self.gradient is not None:
             self._check_eventprop_options()
+            # the adjoint pass runs over the whole window: Keras drops an incoming mask with
+            # its warning (as before the base took masks)
+            self.supports_masking = False
 
     def _check_eventprop_options(self) -> None:
         cell, owner = self.cell, f"{type(self).__name__}(gradient=EventProp)"
@@ -311,6 +316,7 @@ class LI(SpikingSequence):
     cell_class = cells.LICell
     state_names = ("v",)
     spiking = False
+    event_input = True
 
     def kernel_scan(self, inputs, states):
         currents = _input_current(self.cell, inputs, event_input=True)

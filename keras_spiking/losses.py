@@ -68,7 +68,10 @@ def _check_mode(mode: Any, where: str) -> str:
     return mode
 
 
-def _reduce_time(y_pred: tf.Tensor, mode: str) -> tf.Tensor:
+def _reduce_time(y_pred: tf.Tensor, mode: str, mask: tf.Tensor | None = None) -> tf.Tensor:
+    """``y_pred [batch, T, classes] -> [batch, classes]``; only the steps where ``mask``."""
+    if mask is not None:
+        return _reduce_masked_time(y_pred, mode, tf.cast(mask, tf.bool))
     if mode == "max":
         return tf.reduce_max(y_pred, axis=1)
     if mode == "last":
@@ -76,6 +79,53 @@ def _reduce_time(y_pred: tf.Tensor, mode: str) -> tf.Tensor:
     if mode == "mean":
         return tf.reduce_mean(y_pred, axis=1)
     return tf.reduce_sum(y_pred, axis=1)
+
+
+def _reduce_masked_time(y_pred: tf.Tensor, mode: str, mask: tf.Tensor) -> tf.Tensor:
+    """:func:`_reduce_time` over the steps where ``mask [batch, T]`` is True.
+
+    A sample with no step left gives zeros (a neutral score) in every mode.
+    """
+    keep = mask[..., None]
+    any_step = tf.reduce_any(mask, axis=1)[:, None]
+    zeros = tf.zeros_like(y_pred)
+    if mode == "max":
+        lowest = tf.reduce_min(y_pred, axis=1, keepdims=True)
+        best = tf.reduce_max(tf.where(keep, y_pred, lowest), axis=1)
+        return tf.where(any_step, best, zeros[:, 0])
+    if mode == "last":
+        steps = tf.shape(mask)[1]
+        flipped = tf.argmax(tf.cast(tf.reverse(mask, [1]), tf.int32), axis=1, output_type=tf.int32)
+        last = tf.gather(y_pred, tf.maximum(steps - 1 - flipped, 0), axis=1, batch_dims=1)
+        return tf.where(any_step, last, zeros[:, 0])
+    total = tf.reduce_sum(tf.where(keep, y_pred, zeros), axis=1)
+    if mode == "mean":
+        count = tf.reduce_sum(tf.cast(mask, y_pred.dtype), axis=1)[:, None]
+        return tf.math.divide_no_nan(total, count)
+    return total
+
+
+def _time_mask(y_pred):
+    """The ``[batch, T]`` mask Keras attached to ``y_pred`` (e.g. after Masking), or None."""
+    mask = getattr(y_pred, "_keras_mask", None)
+    return mask if mask is not None and mask.shape.rank == 2 else None
+
+
+class _TimeMaskedLoss(keras.losses.Loss):
+    """A loss that reduces the time axis itself and so consumes the time mask.
+
+    Keras would apply a ``[batch, T]`` mask to the ``[batch]`` loss values (a shape error);
+    these losses read the mask, use only the unmasked steps, and hand Keras a tensor without it.
+    """
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        self._mask = _time_mask(y_pred)
+        if self._mask is not None:
+            y_pred = tf.identity(y_pred)  # the same values, without the mask attribute
+        try:
+            return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        finally:
+            self._mask = None
 
 
 def readout(y_pred: Any, mode: str = "max") -> tf.Tensor:
@@ -125,7 +175,7 @@ def _check_scale(scale: Any, where: str) -> float:
     return scale
 
 
-class _ReadoutCrossEntropy(keras.losses.Loss):
+class _ReadoutCrossEntropy(_TimeMaskedLoss):
     """Softmax cross-entropy of sparse labels on ``scale * readout(y_pred, mode)``."""
 
     _mode = "max"
@@ -144,7 +194,7 @@ class _ReadoutCrossEntropy(keras.losses.Loss):
         where = type(self).__name__
         _check_rank3(y_pred, where)
         labels = _sparse_labels(y_true, where)
-        logits = _reduce_time(y_pred, self._mode)
+        logits = _reduce_time(y_pred, self._mode, getattr(self, "_mask", None))
         if self.scale != 1.0:
             logits = logits * tf.constant(self.scale, dtype=logits.dtype)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
@@ -257,7 +307,7 @@ class MeanMembraneCrossEntropy(_MembraneCrossEntropy):
 
 
 @keras.saving.register_keras_serializable(package="keras_spiking")
-class MembraneMSE(keras.losses.Loss):
+class MembraneMSE(_TimeMaskedLoss):
     r"""Mean squared error between the time-averaged voltage and scaled one-hot targets.
 
     .. math::
@@ -298,7 +348,7 @@ class MembraneMSE(keras.losses.Loss):
         where = type(self).__name__
         _check_rank3(y_pred, where)
         labels = _sparse_labels(y_true, where)
-        mean_u = tf.reduce_mean(y_pred, axis=1)
+        mean_u = _reduce_time(y_pred, "mean", getattr(self, "_mask", None))
         target = tf.one_hot(
             labels,
             tf.shape(mean_u)[-1],
@@ -313,12 +363,14 @@ class MembraneMSE(keras.losses.Loss):
         return config
 
 
-def _readout_accuracy(y_true: tf.Tensor, y_pred: tf.Tensor, mode: str = "max") -> tf.Tensor:
+def _readout_accuracy(
+    y_true: tf.Tensor, y_pred: tf.Tensor, mode: str = "max", mask: tf.Tensor | None = None
+) -> tf.Tensor:
     where = "SparseReadoutAccuracy"
     y_pred = tf.convert_to_tensor(y_pred)
     _check_rank3(y_pred, where)
     labels = _sparse_labels(y_true, where)
-    predicted = tf.argmax(_reduce_time(y_pred, mode), axis=-1, output_type=tf.int32)
+    predicted = tf.argmax(_reduce_time(y_pred, mode, mask), axis=-1, output_type=tf.int32)
     return tf.cast(tf.equal(predicted, labels), keras.config.floatx())
 
 
@@ -343,6 +395,14 @@ class SparseReadoutAccuracy(keras.metrics.MeanMetricWrapper):
         super().__init__(_readout_accuracy, name=name, dtype=dtype, mode=mode)
         self.mode = mode
         self._direction = "up"
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        """As Keras' wrapper, but a time mask selects the steps instead of weighting samples."""
+        mask = _time_mask(y_pred)
+        if mask is None:
+            return super().update_state(y_true, y_pred, sample_weight=sample_weight)
+        values = _readout_accuracy(y_true, tf.identity(y_pred), self.mode, mask)
+        return keras.metrics.Mean.update_state(self, values, sample_weight=sample_weight)
 
     def get_config(self) -> dict[str, Any]:
         return {"mode": self.mode, "name": self.name, "dtype": self.dtype}

@@ -39,6 +39,20 @@ import tensorflow as tf
 from keras_spiking import _validation, ops
 
 
+class _StoredStates(tf.Module):
+    """The stored states of a ``stateful`` layer, held apart from Keras' weight tracking.
+
+    Keras' layers track the variables assigned to them as weights; a ``tf.Module`` is not a
+    Keras object, so its variables stay out of ``weights`` / ``get_weights()``, while
+    TensorFlow still tracks them (``tf.saved_model.save`` and checkpoints see them), as
+    ``keras.layers.RNN`` does for its states.
+    """
+
+    def __init__(self, variables: list):
+        super().__init__(name="stored_states")
+        self.variables_list = list(variables)
+
+
 def step_loop(step, inputs, states, mask=None, *, units: int):
     """Runs ``step(x_t, states) -> (y_t, states)`` over ``inputs [batch, T, features]``.
 
@@ -49,10 +63,15 @@ def step_loop(step, inputs, states, mask=None, *, units: int):
     Returns:
         ``(outputs [batch, T, units], final_states)``.
     """
+    if inputs.shape[1] == 0:  # no step: the states pass through
+        return tf.zeros(tf.stack([tf.shape(inputs)[0], 0, units]), inputs.dtype), list(states)
     steps = tf.shape(inputs)[1]
-    inputs_tm = tf.TensorArray(inputs.dtype, size=steps).unstack(tf.transpose(inputs, [1, 0, 2]))
+    # element shapes keep the stacked outputs rank 3 when there is no step at all
+    inputs_tm = tf.TensorArray(
+        inputs.dtype, size=steps, element_shape=[None, inputs.shape[-1]]
+    ).unstack(tf.transpose(inputs, [1, 0, 2]))
     keep_tm = None if mask is None else tf.transpose(tf.cast(mask, tf.bool), [1, 0])[..., None]
-    outputs = tf.TensorArray(inputs.dtype, size=steps)
+    outputs = tf.TensorArray(inputs.dtype, size=steps, element_shape=[None, units])
 
     def body(t, outputs, *states):
         y, new_states = step(inputs_tm.read(t), list(states))
@@ -101,13 +120,14 @@ class SpikingSequence(keras.layers.Layer):
             sets them back to zero. The stored states are not weights: ``get_weights()`` and
             ``set_weights()`` leave them out (as for Keras' stateful RNNs).
         jit_compile: XLA-compile the time scan (default True; set False where XLA is missing).
+            Masked calls run the uncompiled step loop.
         check_inputs: raise a clear error on NaN or infinite inputs (checked on the final
             states, a few elements per call; see ``_check_finite``).
         use_custom_ops: ``"auto"`` (default: the global setting of :mod:`keras_spiking.ops`),
-            True (require the C++ kernels: a call they cannot serve raises with the reason)
-            or False (pure TF). The kernels run in training and eager calls; graph-traced
-            inference and anything saved or exported use standard TF ops. Both paths give the
-            same numbers up to float32 rounding.
+            True (require the C++ kernels: a training or eager call they cannot serve raises
+            with the reason) or False (pure TF). The kernels run in training and eager calls;
+            graph-traced inference and anything saved or exported use standard TF ops. Both
+            paths give the same numbers up to float32 rounding.
         **cell_kwargs: the neuron parameters, passed to the layer's cell.
 
     Call arguments:
@@ -124,6 +144,8 @@ class SpikingSequence(keras.layers.Layer):
     state_names: tuple[str, ...] = ()
     #: whether the output is spikes (False for a readout such as LI)
     spiking: bool = True
+    #: whether ``tf_scan`` can take the event-driven synaptic input kernel
+    event_input: bool = False
 
     def __init__(
         self,
@@ -162,14 +184,13 @@ class SpikingSequence(keras.layers.Layer):
         # XLA for the whole train step is slower on CPU than our own XLA scan between plain
         # TF matmuls, so `compile(jit_compile="auto")` should not pick it for these layers.
         self.supports_jit = False
-        # the stored states of a stateful layer: kept off Keras' variable tracking, so that
-        # they are not weights (get_weights / set_weights / trainable counts leave them out)
-        object.__setattr__(self, "_stored_states", None)
+        # the stored states of a stateful layer (see _StoredStates: not weights)
+        self._stored_states = None
 
     @property
     def states(self) -> list | None:
-        """The stored states of a ``stateful`` layer (``keras.Variable``, not weights), or None."""
-        return self._stored_states
+        """The stored states of a ``stateful`` layer (``tf.Variable``, not weights), or None."""
+        return None if self._stored_states is None else self._stored_states.variables_list
 
     def __getattr__(self, name):
         # Expose the cell's neuron parameters (tau_mem, threshold, surrogate, ...) on the layer.
@@ -207,15 +228,14 @@ class SpikingSequence(keras.layers.Layer):
                     f"shape {input_shape}; use keras.Input(shape, batch_size=N)"
                 )
             states = [
-                keras.Variable(
-                    tf.zeros((input_shape[0], self.units)),
+                tf.Variable(
+                    tf.zeros((input_shape[0], self.units), self.variable_dtype),
                     trainable=False,
-                    dtype=self.variable_dtype,
                     name=f"state_{name}",
                 )
                 for name in self.state_names
             ]
-            object.__setattr__(self, "_stored_states", states)
+            self._stored_states = _StoredStates(states)
         self.built = True
 
     def reset_state(self) -> None:
@@ -238,6 +258,10 @@ class SpikingSequence(keras.layers.Layer):
         ignored; any other variables in the file are an error naming the layer.
         """
         keys = list(store.keys())
+        cell_weights = {id(w) for w in self.cell.weights}
+        if any(id(w) not in cell_weights for w in self.weights):
+            super().load_own_variables(store)  # a subclass with weights of its own: Keras' rule
+            return
         if not keys:
             return
         if len(keys) == len(self.state_names):
@@ -248,7 +272,8 @@ class SpikingSequence(keras.layers.Layer):
         raise ValueError(
             f"{type(self).__name__} ({self.name}): the file holds {len(keys)} variables of the "
             f"layer itself; expected none (or the {len(self.state_names)} stored states "
-            "{list(self.state_names)} of a file written before keras_spiking 0.2)"
+            f"{list(self.state_names)} of a file written before the states stopped being "
+            "weights)"
         )
 
     # ---- call ----------------------------------------------------------------------------
@@ -301,20 +326,21 @@ class SpikingSequence(keras.layers.Layer):
         self._check_rank(inputs)
         states = self._initial_states(inputs, initial_state)
         problem = self.kernel_problem(inputs.dtype, masked=mask is not None)
+        # without the fused path, the event-driven synaptic input may still serve the TF scan
+        partial = (
+            self.event_input and mask is None and ops.dispatch.dtype_problem(inputs.dtype) is None
+        )
         kernels = ops.kernels_for_call(
             self.use_custom_ops,
             training,
             problem=problem,
+            usable=problem is None or partial,
             owner=f"{type(self).__name__} ({self.name})",
         )
         if kernels and problem is None:
             outputs, final_states = self.kernel_scan(inputs, states)
         else:
-            # the kernels that serve any call (the event-driven synaptic input) may still run
-            event_input = (
-                kernels and mask is None and ops.dispatch.dtype_problem(inputs.dtype) is None
-            )
-            outputs, final_states = self.tf_scan(inputs, states, mask, event_input=event_input)
+            outputs, final_states = self.tf_scan(inputs, states, mask, event_input=kernels)
         if self.check_inputs:
             outputs, final_states = self._check_finite(outputs, final_states)
         if self.stateful:

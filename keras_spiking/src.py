@@ -14,6 +14,16 @@ from __future__ import annotations
 import importlib
 import warnings
 
+__all__ = [  # noqa: F822  (each name is served by __getattr__, with its warning)
+    "SRCState",
+    "src_step",
+    "SpikingRecurrentCell",
+    "MaxValue",
+    "src_sequence",
+    "src_scan",
+    "SRC",
+]
+
 _MOVED = {
     "SRCState": "keras_spiking.spiking_recurrent_cell",
     "src_step": "keras_spiking.spiking_recurrent_cell",

@@ -297,3 +297,62 @@ def test_recurrent_layers_keep_the_event_input_under_auto(rng):
     calls = _eager_fit(model, x, y)
     assert calls["synaptic_input/events"] == 1, calls  # TF scan, event-driven input
     assert calls["fused_lif_scan_with_input/events"] == 0, calls
+
+
+def test_stateful_model_saves_as_a_tf_saved_model(spikes, tmp_path):
+    """The stored states are not Keras weights but TensorFlow still tracks them."""
+    model = keras.Sequential(
+        [keras.Input((9, 6), batch_size=4), layers.LIF(5, stateful=True), layers.LI(3)]
+    )
+    model(spikes)
+    tf.saved_model.save(model, str(tmp_path / "stateful"))
+    assert len(model.get_weights()) == 2
+
+
+def test_masked_call_with_no_steps(spikes):
+    for layer in (layers.LIF(3), Toy(3)):
+        out = layer(spikes[:, :0], mask=np.ones((4, 0), bool))
+        assert tuple(out.shape) == (4, 0, 3)
+
+
+def test_masked_readout_trains_with_the_membrane_losses(spikes, rng):
+    """The time mask reaches the loss and the metric, which use only the unmasked steps."""
+    x = spikes.copy()
+    x[:, :6, 0] = 2.0  # no all-zero step among the first 6 (Masking would mask it)
+    x[:, 6:] = 0.0
+    y = rng.integers(0, 3, 4)
+    model = keras.Sequential(
+        [keras.Input((9, 6)), keras.layers.Masking(0.0), layers.LIF(8), layers.LI(3)]
+    )
+    model.compile(
+        "adam",
+        ks.losses.MaxMembraneCrossEntropy(),
+        metrics=[ks.losses.SparseReadoutAccuracy("max")],
+    )
+    loss, _ = model.evaluate(x, y, verbose=0)
+    # the unmasked steps only: the same as the loss of the first 6 steps without a mask
+    short = keras.Sequential([keras.Input((6, 6)), *model.layers[1:]])
+    expected = ks.losses.MaxMembraneCrossEntropy()(y, short(x[:, :6]))
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    history = model.fit(x, y, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_global_true_does_not_load_kernels_for_layers_without_them(spikes, monkeypatch):
+    def no_library(*_, **__):
+        raise ops.OpLibraryError("no library (test)")
+
+    monkeypatch.setattr(ops.library, "load", no_library)
+    with ops.use_custom_ops(True):
+        layers.SRC(3)(spikes, training=True)  # no kernels to load: no error
+        layers.LIF(3)(spikes, mask=np.ones((4, 9), bool), training=True)
+        with pytest.raises(ops.OpLibraryError, match="no library"):
+            layers.LIF(3)(spikes, training=True)
+
+
+def test_true_with_a_problem_still_predicts(spikes):
+    """Graph-traced inference never takes the kernels, so it does not raise."""
+    model = keras.Sequential(
+        [keras.Input((9, 6)), layers.LIF(4, recurrent=True, use_custom_ops=True)]
+    )
+    assert model.predict(spikes, verbose=0).shape == (4, 9, 4)

@@ -178,7 +178,12 @@ def supports(surrogate, dtype: tf.DType) -> bool:
 
 
 def kernels_for_call(
-    setting: str | bool, training, *, problem: str | None = None, owner: str = "layer"
+    setting: str | bool,
+    training,
+    *,
+    problem: str | None = None,
+    usable: bool = True,
+    owner: str = "layer",
 ) -> bool:
     """Whether one layer call may run C++ kernels: the package's single dispatch point.
 
@@ -190,6 +195,8 @@ def kernels_for_call(
             checks. With ``"auto"`` it does not change the answer: the layer then runs its TF
             scan and may still take the kernels that do serve the call (the event-driven
             synaptic input).
+        usable: whether any kernel could serve the call (False: the answer is False without
+            loading the library, e.g. for a layer with no kernels or a masked call).
         owner: the layer, for the error message.
 
     Returns:
@@ -200,7 +207,7 @@ def kernels_for_call(
             an accelerator, or a library that does not load), with the reason.
     """
     setting = settings.validate_setting(setting)
-    if setting is False:
+    if setting is False or call_setting(setting, training) is False:
         return False
     if problem is not None and setting is True:
         raise OpLibraryError(
@@ -208,9 +215,7 @@ def kernels_for_call(
             f"{problem}. Use use_custom_ops='auto' to run such calls on the pure-TensorFlow "
             "path (same numbers)."
         )
-    if call_setting(setting, training) is False:
-        return False
-    return enabled(setting)
+    return usable and enabled(setting)
 
 
 def input_density(inputs: tf.Tensor) -> tf.Tensor:

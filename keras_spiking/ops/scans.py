@@ -15,8 +15,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_spiking import surrogates
+from keras_spiking.ops import library
 from keras_spiking.ops.dispatch import as_matrix, density_cutoff, input_density, record_call
-from keras_spiking.ops.library import OpLibraryError, load
+from keras_spiking.ops.library import OpLibraryError
 from keras_spiking.ops.synaptic import kernel_gradient, no_events, synaptic_input
 from keras_spiking.surrogates import Surrogate
 
@@ -71,7 +72,7 @@ def fused_lif_scan(
     Returns:
         ``(spikes [batch, T, n], v_last [batch, n], s_last [batch, n])``.
     """
-    lib = load()
+    lib = library.load()
     record_call("fused_lif_scan")
     kernel_surrogate = surrogate_name(surrogate)
     theta = tf.constant(threshold, currents.dtype)
@@ -152,7 +153,7 @@ def fused_lif_scan_with_input(
     )
     if cutoff <= 0 or inputs.shape.rank != 3:
         return fused_lif_scan(synaptic_input(inputs, kernel), v0, s0, beta, **options)
-    lib = load()
+    lib = library.load()
     kernel_surrogate = surrogate_name(surrogate)
     theta = tf.constant(threshold, inputs.dtype)
 
@@ -222,7 +223,7 @@ def fused_cuba_lif_scan(
     Returns:
         ``(spikes [batch, T, n], i_last [batch, n], v_last [batch, n])``.
     """
-    lib = load()
+    lib = library.load()
     record_call("fused_cuba_lif_scan")
     kernel_surrogate = surrogate_name(surrogate)
     theta = tf.constant(threshold, currents.dtype)
@@ -267,7 +268,7 @@ def fused_li_scan(currents, v0, beta, *, decay_grad: bool = True):
     Returns:
         ``(v [batch, T, n], v_last [batch, n])``.
     """
-    lib = load()
+    lib = library.load()
     record_call("fused_li_scan")
 
     @tf.custom_gradient

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_spiking.ops import library
 from keras_spiking.ops.dispatch import (
     as_matrix,
     density_cutoff,
     input_density,
     record_call,
 )
-from keras_spiking.ops.library import load
 
 
 def _with_leading_axes(out, inputs, kernel):
@@ -44,7 +44,7 @@ def sparse_spike_matmul(spikes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     Returns:
         ``[..., n_out]``. Gradients: weights through the event kernel, spikes densely.
     """
-    lib = load()
+    lib = library.load()
     record_call("sparse_spike_matmul")
     spikes = tf.convert_to_tensor(spikes)
     weights = tf.convert_to_tensor(weights, spikes.dtype)
@@ -94,7 +94,7 @@ def synaptic_input(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     if cutoff <= 0:
         record_call("synaptic_input/dense")
         return _with_leading_axes(tf.matmul(as_matrix(inputs), kernel), inputs, kernel)
-    lib = load()
+    lib = library.load()
 
     def events(flat, kernel):
         record_call("synaptic_input/events")
@@ -167,7 +167,7 @@ def sparse_lif_step(
     Returns:
         ``(S [batch, n], v' [batch, n])``.
     """
-    lib = load()
+    lib = library.load()
     spikes = tf.convert_to_tensor(spikes)
     dtype = spikes.dtype
     # a streaming host loop calls this once per step: no cast when the dtype already matches,
