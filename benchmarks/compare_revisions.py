@@ -109,16 +109,25 @@ def main(argv: list[str] | None = None) -> int:
                 + ", ".join(f"{row} {ms:.2f}" for row, ms in measured.items()),
                 flush=True,
             )
-    print(f"\n{'row':<52} {'old ms':>8} {'new ms':>8} {'new/old':>8}  (medians of rounds)")
+    # the floor (two plain matmuls) does not depend on the package: its new/old ratio in a
+    # round measures how the machine's speed moved between the two runs, so each row's ratio
+    # divided by it is the change with that drift taken out
+    floor = next((row for row in samples["old"] if "floor" in row), None)
+    drift = [n / o for n, o in zip(samples["new"][floor], samples["old"][floor])] if floor else []
+    print(
+        f"\n{'row':<52} {'old ms':>8} {'new ms':>8} {'new/old':>8} {'/floor':>7}"
+        "  (medians of rounds; per-round new/old)"
+    )
     for row, old_ms in samples["old"].items():
         new_ms = samples["new"].get(row)
         if not new_ms:
             continue
         a, b = statistics.median(old_ms), statistics.median(new_ms)
         ratios = [n / o for n, o in zip(new_ms, old_ms)]
+        relative = statistics.median(r / d for r, d in zip(ratios, drift)) if drift else 1.0
         print(
-            f"{row:<52} {a:>8.2f} {b:>8.2f} {b / a:>8.3f}  "
-            f"(per round {', '.join(f'{r:.2f}' for r in ratios)})"
+            f"{row:<52} {a:>8.2f} {b:>8.2f} {b / a:>8.3f} {relative:>7.3f}  "
+            f"({', '.join(f'{r:.2f}' for r in ratios)})"
         )
     return 0
 
