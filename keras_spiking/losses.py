@@ -35,6 +35,7 @@ import tensorflow as tf
 
 # spike-time outputs (EventProp layers) have their own module; exported here with the others
 from keras_spiking.first_spike import FirstSpikeAccuracy, FirstSpikeTimeCrossEntropy
+from keras_spiking.sequence import last_unmasked
 
 __all__ = [
     "readout",
@@ -94,10 +95,7 @@ def _reduce_masked_time(y_pred: tf.Tensor, mode: str, mask: tf.Tensor) -> tf.Ten
         best = tf.reduce_max(tf.where(keep, y_pred, lowest), axis=1)
         return tf.where(any_step, best, zeros[:, 0])
     if mode == "last":
-        steps = tf.shape(mask)[1]
-        flipped = tf.argmax(tf.cast(tf.reverse(mask, [1]), tf.int32), axis=1, output_type=tf.int32)
-        last = tf.gather(y_pred, tf.maximum(steps - 1 - flipped, 0), axis=1, batch_dims=1)
-        return tf.where(any_step, last, zeros[:, 0])
+        return last_unmasked(y_pred, mask)
     total = tf.reduce_sum(tf.where(keep, y_pred, zeros), axis=1)
     if mode == "mean":
         count = tf.reduce_sum(tf.cast(mask, y_pred.dtype), axis=1)[:, None]

@@ -66,7 +66,7 @@ def step_loop(step, inputs, states, mask=None, *, units: int):
     if inputs.shape[1] == 0:  # no step: the states pass through
         return tf.zeros(tf.stack([tf.shape(inputs)[0], 0, units]), inputs.dtype), list(states)
     steps = tf.shape(inputs)[1]
-    # element shapes keep the stacked outputs rank 3 when there is no step at all
+    # element shapes give the per-step tensors their static widths
     inputs_tm = tf.TensorArray(
         inputs.dtype, size=steps, element_shape=[None, inputs.shape[-1]]
     ).unstack(tf.transpose(inputs, [1, 0, 2]))

@@ -11,8 +11,7 @@ Saved models are unaffected (layers are saved by their registered names).
 
 from __future__ import annotations
 
-import importlib
-import warnings
+from keras_spiking import _deprecation
 
 __all__ = [  # noqa: F822  (each name is served by __getattr__, with its warning)
     "SRCState",
@@ -43,13 +42,7 @@ def __getattr__(name: str):
     module = _MOVED.get(name)
     if module is None:
         raise AttributeError(f"module 'keras_spiking.src' has no attribute {name!r}")
-    warnings.warn(
-        f"keras_spiking.src is deprecated and will be removed in the next release; "
-        f"use {module}.{name}",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(importlib.import_module(module), name)
+    return _deprecation.moved("keras_spiking.src", module, name)
 
 
 def __dir__() -> list[str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_spiking.ops.dispatch import as_matrix, with_leading_axes
+
 
 def dense_current(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     r"""Synaptic current :math:`I = x W` over the last axis of ``inputs``, by ``tf.matmul``.
@@ -24,10 +26,7 @@ def dense_current(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     kernel = tf.cast(kernel, inputs.dtype)
     if inputs.shape.rank == 2:
         return tf.matmul(inputs, kernel)
-    shape = tf.shape(inputs)
-    flat = tf.reshape(inputs, tf.stack([tf.reduce_prod(shape[:-1]), shape[-1]]))
-    out = tf.matmul(flat, kernel)
-    return tf.reshape(out, tf.concat([shape[:-1], tf.shape(kernel)[-1:]], 0))
+    return with_leading_axes(tf.matmul(as_matrix(inputs), kernel), inputs, kernel)
 
 
 def add_kernel(layer, input_shape, initializer, regularizer=None):

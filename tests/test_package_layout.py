@@ -16,6 +16,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "keras_spiking"
 MAX_LINES = 600
 OPS_MAY_IMPORT = {
+    "keras_spiking._deprecation",
     "keras_spiking._op_library",
     "keras_spiking._validation",
     "keras_spiking.surrogates",

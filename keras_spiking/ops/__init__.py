@@ -33,8 +33,7 @@ see :mod:`keras_spiking._op_library` for the cache) or ahead of time with
 
 from __future__ import annotations
 
-import warnings
-
+from keras_spiking import _deprecation
 from keras_spiking.ops.dispatch import (
     DENSITY_CUTOFF,
     KERNEL_DTYPES,
@@ -137,13 +136,5 @@ def __getattr__(name: str):
     moved = _deprecated_names().get(name)
     if moved is None:
         raise AttributeError(f"module 'keras_spiking.ops' has no attribute {name!r}")
-    import importlib
-
     module, new = moved
-    warnings.warn(
-        f"keras_spiking.ops.{name} is deprecated and will be removed in the next release; "
-        f"use {module}.{new}",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(importlib.import_module(module), new)
+    return _deprecation.moved(f"keras_spiking.ops.{name}", module, new)

@@ -243,6 +243,11 @@ def as_matrix(x):
     return tf.reshape(x, tf.stack([tf.reduce_prod(shape[:-1]), shape[-1]]))
 
 
+def with_leading_axes(out, inputs, kernel):
+    """``out [rows, n_out]`` of ``as_matrix(inputs) @ kernel`` back on ``inputs``' leading axes."""
+    return tf.reshape(out, tf.concat([tf.shape(inputs)[:-1], tf.shape(kernel)[-1:]], 0))
+
+
 def record_call(name: str) -> None:
     """Counts one invocation of kernel wrapper ``name`` in every active counter."""
     for counter in _active_counters:

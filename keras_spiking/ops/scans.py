@@ -16,7 +16,13 @@ import tensorflow as tf
 
 from keras_spiking import surrogates
 from keras_spiking.ops import library
-from keras_spiking.ops.dispatch import as_matrix, density_cutoff, input_density, record_call
+from keras_spiking.ops.dispatch import (
+    as_matrix,
+    density_cutoff,
+    input_density,
+    record_call,
+    with_leading_axes,
+)
 from keras_spiking.ops.library import OpLibraryError
 from keras_spiking.ops.synaptic import kernel_gradient, no_events, synaptic_input
 from keras_spiking.surrogates import Surrogate
@@ -170,10 +176,7 @@ def fused_lif_scan_with_input(
 
         def dense_branch():
             record_call("fused_lif_scan_with_input/dense")
-            currents = tf.reshape(
-                tf.matmul(flat, kernel),
-                tf.concat([tf.shape(inputs)[:-1], tf.shape(kernel)[-1:]], 0),
-            )
+            currents = with_leading_axes(tf.matmul(flat, kernel), inputs, kernel)
             scanned = lib.keras_spiking_lif_scan(currents, v0, beta, theta, reset=reset)
             return (*scanned, *no_events(inputs.dtype))
 

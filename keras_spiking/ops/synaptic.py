@@ -26,12 +26,8 @@ from keras_spiking.ops.dispatch import (
     density_cutoff,
     input_density,
     record_call,
+    with_leading_axes,
 )
-
-
-def _with_leading_axes(out, inputs, kernel):
-    """``out [rows, n_out]`` reshaped to ``inputs``' leading axes."""
-    return tf.reshape(out, tf.concat([tf.shape(inputs)[:-1], tf.shape(kernel)[-1:]], 0))
 
 
 def sparse_spike_matmul(spikes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
@@ -60,7 +56,7 @@ def sparse_spike_matmul(spikes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
 
     if spikes.shape.rank == 2:  # no reshapes: a streaming step stays one op
         return matmul(spikes, weights)
-    return _with_leading_axes(matmul(as_matrix(spikes), weights), spikes, weights)
+    return with_leading_axes(matmul(as_matrix(spikes), weights), spikes, weights)
 
 
 def no_events(dtype: tf.DType) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -93,7 +89,7 @@ def synaptic_input(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     cutoff = density_cutoff(kernel.shape[-1])
     if cutoff <= 0:
         record_call("synaptic_input/dense")
-        return _with_leading_axes(tf.matmul(as_matrix(inputs), kernel), inputs, kernel)
+        return with_leading_axes(tf.matmul(as_matrix(inputs), kernel), inputs, kernel)
     lib = library.load()
 
     def events(flat, kernel):
@@ -118,7 +114,7 @@ def synaptic_input(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
 
         return out, grad
 
-    return _with_leading_axes(product(as_matrix(inputs), kernel), inputs, kernel)
+    return with_leading_axes(product(as_matrix(inputs), kernel), inputs, kernel)
 
 
 _SCALARS: dict[tuple[float, tf.DType], tf.Tensor] = {}
