@@ -42,6 +42,10 @@ _LAZY = {
 __all__ = ["ExportError", *_LAZY]
 
 
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         module = importlib.import_module(f"keras_spiking.export.{_LAZY[name]}")

@@ -21,17 +21,20 @@ from keras_spiking import (  # noqa: E402
     dynamics,
     encoders,
     eventprop,
+    initializers,
     layers,
     losses,
     metrics,
     ops,
     scan,
     sequence,
+    silence,
     spiking_recurrent_cell,
     src_scan,
     surrogates,
     synapse,
 )
+from keras_spiking.silence import SilentLayerWarning, SpikesAsMembraneWarning  # noqa: E402
 
 __all__ = [
     "callbacks",
@@ -40,24 +43,37 @@ __all__ = [
     "dynamics",
     "encoders",
     "eventprop",
+    "export",
+    "initializers",
     "layers",
     "losses",
     "metrics",
     "ops",
     "scan",
     "sequence",
+    "silence",
     "spiking_recurrent_cell",
     "src_scan",
     "surrogates",
     "synapse",
+    "SilentLayerWarning",
+    "SpikesAsMembraneWarning",
     "__version__",
 ]
 
+# imported on first use: the exporters pull in the TFLite converter and NIR
+_LAZY_MODULES = ("export",)
+
 
 def __getattr__(name: str):
-    # `keras_spiking.src` (deprecated): imported on first use, so that it warns only then
-    if name == "src":
+    # `keras_spiking.export` and `keras_spiking.src` (deprecated, warns on import) are
+    # imported on first use
+    if name in _LAZY_MODULES or name == "src":
         import importlib
 
-        return importlib.import_module("keras_spiking.src")
+        return importlib.import_module(f"keras_spiking.{name}")
     raise AttributeError(f"module 'keras_spiking' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -71,6 +71,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_spiking import _validation, ops
@@ -454,6 +455,13 @@ def times_to_sequence(times: tf.Tensor, steps: int, dt: float) -> tf.Tensor:
     ``phi = t / dt - n`` in ``(0, 1]`` at step ``n`` (the inverse of
     :func:`sequence_to_times`); spikes past the window and ``+inf`` slots are left out.
     Differentiable with respect to the spike times.
+
+    One step holds at most one spike of a neuron. The grid simulation fires at most once per
+    step, but two spikes in consecutive steps can round to the same step where they meet at
+    a grid time (``t_1 = t_{n+1}`` exactly, ``t_2 = t_{n+1} + epsilon`` rounded down); the
+    later one then moves to the start of the next step (``phi`` the smallest positive
+    float), a shift of a rounding error there; no spike is lost or summed into a value
+    above 1 (the next layer's ``[0, 1]`` check failed on such sums before).
     """
     steps = _validation.positive_int("steps", steps, "times_to_sequence")
     dt = _validation.positive_number("dt", dt, "times_to_sequence")
@@ -465,8 +473,18 @@ def times_to_sequence(times: tf.Tensor, steps: int, dt: float) -> tf.Tensor:
     # a spike exactly at a grid time t_n (phi rounds to 0) belongs to the end of step n - 1
     at_grid = phi <= 0
     step = tf.where(at_grid, step - 1, step)
-    phi = tf.where(at_grid, phi + 1, phi)
-    step = tf.cast(step, tf.int32)
+    # the slots are sorted: make the steps of a neuron's spikes strictly increasing,
+    # step_k' = k + max_{j <= k} (step_j - j) (a running max over the slot axis)
+    slot = tf.cast(tf.range(tf.shape(times)[-1]), step.dtype)
+    offsets = tf.transpose(tf.stop_gradient(step) - slot, [2, 0, 1])
+    running = tf.scan(tf.maximum, offsets)
+    moved = tf.transpose(running, [1, 2, 0]) + slot
+    phi = tf.where(
+        moved > step,
+        tf.maximum(safe - moved, np.finfo(times.dtype.as_numpy_dtype).tiny),
+        tf.where(at_grid, phi + 1, phi),
+    )
+    step = tf.cast(moved, tf.int32)
     keep = tf.logical_and(finite, tf.logical_and(step >= 0, step < steps))
     index = tf.where(keep)  # [spikes, 3]: batch, neuron, slot
     batch_neuron = index[:, :2]

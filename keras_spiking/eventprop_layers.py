@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_spiking import _validation, eventprop, ops
+from keras_spiking import _validation, eventprop, initializers, ops, silence
 
 __all__ = ["EventPropCubaLIF", "EventPropLI", "SpikeTimeDropout"]
 
@@ -44,7 +44,7 @@ class _EventPropBase(keras.layers.Layer):
         dt: float = 1e-3,
         tau_mem: float = 20e-3,
         tau_syn: float = 5e-3,
-        kernel_initializer="glorot_uniform",
+        kernel_initializer=None,
         kernel_regularizer=None,
         check_inputs: bool = True,
         use_custom_ops: str | bool = "auto",
@@ -61,6 +61,8 @@ class _EventPropBase(keras.layers.Layer):
         self.dt = _validation.seconds("dt", dt, owner)
         self.tau_mem = _validation.seconds("tau_mem", tau_mem, owner)
         self.tau_syn = _validation.seconds("tau_syn", tau_syn, owner)
+        if kernel_initializer is None:
+            kernel_initializer = self._default_kernel_initializer()
         self.kernel_initializer = _validation.resolved(
             "kernel_initializer", kernel_initializer, keras.initializers.get, owner
         )
@@ -69,6 +71,10 @@ class _EventPropBase(keras.layers.Layer):
         )
         self.check_inputs = bool(check_inputs)
         self.use_custom_ops = ops.validate_setting(use_custom_ops)
+
+    @staticmethod
+    def _default_kernel_initializer():
+        return "glorot_uniform"
 
     @property
     def window(self) -> float:
@@ -229,8 +235,12 @@ class EventPropCubaLIF(_EventPropBase):
         silent_bump: silent-neuron handling: a neuron that stays silent for the whole batch gets
             ``-silent_bump`` on the gradient of each of its input weights, so training raises
             them until it spikes (0 = off).
-        kernel_initializer, recurrent_initializer, kernel_regularizer, recurrent_regularizer:
-            as in ``keras.layers.SimpleRNN``.
+        kernel_initializer: default :class:`keras_spiking.initializers.FanInNormal` (a
+            positive mean scaled by the fan-in, so that the neurons fire from the first
+            batch: EventProp has no gradient without spikes, and Keras' zero-mean Glorot
+            default leaves this layer silent on latency-coded inputs).
+        recurrent_initializer, kernel_regularizer, recurrent_regularizer: as in
+            ``keras.layers.SimpleRNN``.
         check_inputs: raise clear errors for NaN, negative, out-of-window or unsorted spike
             times (default True).
         use_custom_ops: "auto", True or False: the C++ kernels or the pure-TF twin.
@@ -304,12 +314,18 @@ class EventPropCubaLIF(_EventPropBase):
                 name="recurrent_kernel",
             )
 
+    @staticmethod
+    def _default_kernel_initializer():
+        # no spike, no EventProp gradient: Glorot's zero-mean weights leave the few input
+        # spikes of a latency code below threshold and the layer trains to chance
+        return initializers.FanInNormal()
+
     def call(self, inputs, training=None):
         times = self._checked(inputs)
         recurrent = (
             None if self.recurrent_kernel is None else tf.convert_to_tensor(self.recurrent_kernel)
         )
-        return eventprop.spiking_layer(
+        out_times = eventprop.spiking_layer(
             times,
             tf.convert_to_tensor(self.kernel),
             recurrent,
@@ -318,6 +334,15 @@ class EventPropCubaLIF(_EventPropBase):
             name=f"{type(self).__name__} ({self.name})",
             use_custom_ops=ops.call_setting(self.use_custom_ops, training),
         )
+        if training:
+            silence.check_fires(
+                self,
+                tf.reduce_any(tf.math.is_finite(out_times)),
+                tf.shape(out_times),
+                axes=("samples", "neurons", "spike slots"),
+                gradient="eventprop",
+            )
+        return out_times
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units, self.rule.max_spikes)

@@ -25,7 +25,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from keras_spiking import cells, eventprop, ops, scan, src_scan
+from keras_spiking import cells, eventprop, initializers, ops, scan, silence, src_scan
 from keras_spiking.sequence import SpikingSequence
 from keras_spiking.spiking_recurrent_cell import CONSTANT_NAMES, STATE_NAMES, SpikingRecurrentCell
 
@@ -177,7 +177,10 @@ class CubaLIF(SpikingSequence):
             times interpolated within the step; see :mod:`keras_spiking.eventprop`) instead of
             the discrete update above, and needs ``reset="zero"``, scalar time constants, no
             bias, no trainable time constants, no ``stateful``/``return_state``/
-            ``initial_state`` and a fixed number of steps. Input and output values are
+            ``initial_state`` and a fixed number of steps. Its default
+            ``kernel_initializer`` is :class:`keras_spiking.initializers.FanInNormal` (a
+            positive mean, so that the neurons fire from the first batch: EventProp has no
+            gradient without spikes). Input and output values are
             events: a value ``phi`` in ``(0, 1]`` at step ``n`` is a spike at
             ``(n + phi) dt`` (binary spikes sit at the end of their step), which carries the
             spike timing, and its gradient, from layer to layer.
@@ -191,8 +194,13 @@ class CubaLIF(SpikingSequence):
     event_input = True
 
     def __init__(self, units: int, *, gradient="surrogate", **kwargs):
+        rule = _gradient_rule(gradient, type(self).__name__)
+        if rule is not None and kwargs.get("kernel_initializer") is None:
+            # no spike, no EventProp gradient: Glorot's zero-mean weights leave sparse
+            # latency-coded inputs below threshold, so the layer would train to chance
+            kwargs["kernel_initializer"] = initializers.FanInNormal()
         super().__init__(units, **kwargs)
-        self.gradient = _gradient_rule(gradient, type(self).__name__)
+        self.gradient = rule
         if self.gradient is not None:
             self._check_eventprop_options()
             # the adjoint pass runs over the whole window: Keras drops an incoming mask with
@@ -215,10 +223,22 @@ class CubaLIF(SpikingSequence):
         if problems:
             raise ValueError(f"{owner} needs " + ", ".join(problems))
 
-    def call(self, inputs, initial_state=None, mask=None, training=None):
+    def _sequence_call(self, inputs, initial_state, mask, training):
         if self.gradient is None:
-            return super().call(inputs, initial_state=initial_state, mask=mask, training=training)
+            return super()._sequence_call(inputs, initial_state, mask, training)
         return self._eventprop_call(inputs, initial_state, mask, training)
+
+    def _check_fires(self, outputs) -> None:
+        if self.gradient is None:
+            super()._check_fires(outputs)
+            return
+        silence.check_fires(
+            self,
+            tf.reduce_any(outputs > 0),
+            tf.shape(outputs),
+            axes=("samples", "steps", "neurons"),
+            gradient="eventprop",
+        )
 
     def _eventprop_call(self, inputs, initial_state, mask, training):
         where = f"{type(self).__name__} ({self.name}, gradient=EventProp)"

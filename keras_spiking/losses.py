@@ -33,6 +33,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from keras_spiking import silence
+
 # spike-time outputs (EventProp layers) have their own module; exported here with the others
 from keras_spiking.first_spike import FirstSpikeAccuracy, FirstSpikeTimeCrossEntropy
 from keras_spiking.sequence import last_unmasked
@@ -109,6 +111,13 @@ def _time_mask(y_pred):
     return mask if mask is not None and mask.shape.rank == 2 else None
 
 
+_MEMBRANE_ADVICE = (
+    "Give the model a non-spiking readout (keras_spiking.layers.LI) as its last layer, or "
+    "train the spikes with a spike loss (keras_spiking.losses.SpikeCountCrossEntropy or "
+    "SpikeRateCrossEntropy)."
+)
+
+
 class _TimeMaskedLoss(keras.losses.Loss):
     """A loss that reduces the time axis itself and so consumes the time mask.
 
@@ -116,7 +125,12 @@ class _TimeMaskedLoss(keras.losses.Loss):
     these losses read the mask, use only the unmasked steps, and hand Keras a tensor without it.
     """
 
+    #: whether the loss reads a membrane voltage (it warns when given a layer's spikes)
+    _reads_membrane = False
+
     def __call__(self, y_true, y_pred, sample_weight=None):
+        if self._reads_membrane:
+            silence.warn_if_spikes(y_pred, type(self).__name__, _MEMBRANE_ADVICE)
         self._mask = _time_mask(y_pred)
         if self._mask is not None:
             y_pred = tf.identity(y_pred)  # the same values, without the mask attribute
@@ -242,6 +256,8 @@ class SpikeRateCrossEntropy(_ReadoutCrossEntropy):
 
 
 class _MembraneCrossEntropy(_ReadoutCrossEntropy):
+    _reads_membrane = True
+
     def __init__(
         self,
         name: str | None = None,
@@ -323,6 +339,8 @@ class MembraneMSE(_TimeMaskedLoss):
         reduction: Keras reduction over the batch.
         dtype: dtype of the computation.
     """
+
+    _reads_membrane = True
 
     def __init__(
         self,

@@ -1,4 +1,9 @@
-r"""Activity statistics of spiking models: firing rates, silent ("dead") neurons, spike rate metric.
+r"""Metrics of spiking models: accuracies, firing rates, silent ("dead") neurons, spike rate.
+
+The accuracies for ``compile(metrics=...)``: :class:`SparseReadoutAccuracy` (argmax of a
+readout reduced over time, for the membrane and spike-count losses) and
+:class:`FirstSpikeAccuracy` (the output neuron that spikes first, for EventProp's spike-time
+loss); they are defined next to their losses and also importable from there.
 
 A spiking layer is any layer with ``spiking = True`` (:class:`keras_spiking.layers.LIF` and
 :class:`keras_spiking.layers.CubaLIF`); its output holds 0/1 spikes ``[batch, time, units]``.
@@ -32,6 +37,18 @@ import numpy as np
 import tensorflow as tf
 
 from keras_spiking import _validation
+from keras_spiking.first_spike import FirstSpikeAccuracy
+from keras_spiking.losses import SparseReadoutAccuracy
+
+__all__ = [
+    "FirstSpikeAccuracy",
+    "SparseReadoutAccuracy",
+    "SpikeRate",
+    "dead_neurons",
+    "firing_rates",
+    "spike_trains",
+    "spiking_layers",
+]
 
 DEFAULT_BATCH_SIZE = 32
 """Samples per forward pass when ``batch_size`` is None (as in ``keras.Model.predict``)."""

@@ -31,12 +31,13 @@ alongside them without changing the layers' Keras interface).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from keras_spiking import _validation, ops
+from keras_spiking import _validation, ops, silence
 
 
 class _StoredStates(tf.Module):
@@ -119,8 +120,12 @@ class SpikingSequence(keras.layers.Layer):
             streaming a long sequence in chunks); needs a fixed batch size. ``reset_state()``
             sets them back to zero. The stored states are not weights: ``get_weights()`` and
             ``set_weights()`` leave them out (as for Keras' stateful RNNs).
-        jit_compile: XLA-compile the time scan (default True; set False where XLA is missing).
-            Masked calls run the uncompiled step loop.
+        go_backwards: run over the time axis in reverse and return the reversed sequence (as
+            ``keras.layers.RNN``; ``keras.layers.Bidirectional`` sets it on its backward copy).
+        jit_compile: XLA-compile the layer's own time scan (default True; set False where XLA
+            is missing). Masked calls run the uncompiled step loop. This is not the model's
+            ``compile(jit_compile=...)``: a model with spiking layers is not XLA-compiled as a
+            whole (the C++ kernels have no XLA form; see :attr:`supports_jit`).
         check_inputs: raise a clear error on NaN or infinite inputs (checked on the final
             states, a few elements per call; see ``_check_finite``).
         use_custom_ops: ``"auto"`` (default: the global setting of :mod:`keras_spiking.ops`),
@@ -131,7 +136,11 @@ class SpikingSequence(keras.layers.Layer):
         **cell_kwargs: the neuron parameters, passed to the layer's cell.
 
     Call arguments:
-        inputs: ``[batch, time, features]`` float tensor.
+        inputs: ``[batch, time, features]`` float tensor. A ``stateful`` layer also takes one
+            step ``[batch, features]`` (streaming sample by sample) and then returns
+            ``[batch, units]``; other layers refuse rank-2 inputs with the ways to add a time
+            axis (a rank-2 input to a non-stateful layer is usually a missing
+            ``keras.layers.RepeatVector`` or encoder).
         initial_state: optional list of ``[batch, units]`` tensors (see ``state_names``);
             default zeros, or the stored states when ``stateful``.
         mask: optional boolean ``[batch, time]`` (from ``keras.layers.Masking`` or an
@@ -154,6 +163,7 @@ class SpikingSequence(keras.layers.Layer):
         return_sequences: bool = True,
         return_state: bool = False,
         stateful: bool = False,
+        go_backwards: bool = False,
         jit_compile: bool = True,
         check_inputs: bool = True,
         use_custom_ops: str | bool = "auto",
@@ -177,15 +187,45 @@ class SpikingSequence(keras.layers.Layer):
         self.return_sequences = _validation.flag("return_sequences", return_sequences, owner)
         self.return_state = _validation.flag("return_state", return_state, owner)
         self.stateful = _validation.flag("stateful", stateful, owner)
+        self.go_backwards = _validation.flag("go_backwards", go_backwards, owner)
         self.jit_compile = _validation.flag("jit_compile", jit_compile, owner)
         self.check_inputs = _validation.flag("check_inputs", check_inputs, owner)
         self.use_custom_ops = ops.validate_setting(use_custom_ops)
         self.supports_masking = True
-        # XLA for the whole train step is slower on CPU than our own XLA scan between plain
-        # TF matmuls, so `compile(jit_compile="auto")` should not pick it for these layers.
-        self.supports_jit = False
         # the stored states of a stateful layer (see _StoredStates: not weights)
         self._stored_states = None
+        self._jit_explained = False
+
+    @property
+    def supports_jit(self) -> bool:
+        """False: a model with this layer is not XLA-compiled as a whole.
+
+        Keras reads this when ``compile(jit_compile=True)`` asks for XLA (and for
+        ``jit_compile="auto"`` on a GPU machine); the first read says why, once per layer:
+        in training the layer runs C++ kernels, which have no XLA form, and a host-side check
+        that its neurons fire. The layer's own time scan is XLA-compiled (``jit_compile=True``
+        on the layer, the default), so the step still runs a compiled scan between plain TF
+        ops; that is the fast form on a CPU.
+        """
+        if not self._jit_explained:
+            self._jit_explained = True
+            warnings.warn(
+                f"{type(self).__name__} layer {self.name!r}: a model with keras_spiking "
+                "layers is not XLA-compiled as a whole, so Keras turns `compile(jit_compile="
+                "True)` off (its next warning). Why: in training these layers run C++ kernels, "
+                "which have no XLA form, and check on the host that their neurons fire. What "
+                "is compiled instead: each layer's own time scan (the layer's jit_compile="
+                "True, the default), between plain TensorFlow graph ops. Use "
+                "compile(jit_compile=False) (or leave the default) to skip this message.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return False
+
+    @supports_jit.setter
+    def supports_jit(self, value) -> None:
+        # keras.layers.Layer.__init__ sets the attribute; the property above decides
+        pass
 
     @property
     def states(self) -> list | None:
@@ -213,6 +253,10 @@ class SpikingSequence(keras.layers.Layer):
     # ---- build and stored states ---------------------------------------------------------
     def build(self, input_shape):
         input_shape = tuple(input_shape)
+        if len(input_shape) == 2:
+            if not self.stateful:
+                raise ValueError(self._no_time_axis(input_shape))
+            input_shape = (input_shape[0], 1, input_shape[1])  # one step
         if len(input_shape) != 3:
             raise ValueError(
                 f"{type(self).__name__} expects inputs of shape [batch, time, features], got "
@@ -322,6 +366,53 @@ class SpikingSequence(keras.layers.Layer):
         return [tf.zeros([batch, self.units], self.compute_dtype) for _ in self.state_names]
 
     def call(self, inputs, initial_state=None, mask=None, training=None):
+        one_step = self._one_step(inputs)
+        if one_step:
+            inputs = inputs[:, None, :]
+        if self.go_backwards:
+            inputs = tf.reverse(inputs, [1])
+            mask = None if mask is None else tf.reverse(mask, [1])
+        result = self._sequence_call(inputs, initial_state, mask, training)
+        outputs = result[0] if self.return_state else result
+        if one_step and self.return_sequences:
+            outputs = outputs[:, 0]
+        if self.spiking:
+            if training:
+                self._check_fires(outputs)
+            silence.tag_spikes(outputs, self)
+        return [outputs, *result[1:]] if self.return_state else outputs
+
+    def _one_step(self, inputs) -> bool:
+        """Whether a rank-2 input is one step of a stateful layer (else rank 2 is refused)."""
+        rank = getattr(inputs, "shape", None)
+        if rank is None or len(inputs.shape) != 2:
+            return False
+        if self.stateful:
+            return True
+        raise ValueError(self._no_time_axis(tuple(inputs.shape)))
+
+    def _no_time_axis(self, shape: tuple) -> str:
+        return (
+            f"{type(self).__name__} ({self.name}) expects inputs of shape [batch, time, "
+            f"features], got shape {shape} (no time axis). For a constant input over T steps "
+            "put keras.layers.RepeatVector(T) before it; for spikes, an encoder "
+            "(keras_spiking.encoders.RateEncoder / LatencyEncoder); for one step at a time, "
+            "stateful=True (a stateful layer takes [batch, features] as one step) or "
+            "x[:, None, :]."
+        )
+
+    def _check_fires(self, outputs) -> None:
+        """Warns once if no neuron of the layer fired on this training batch."""
+        silence.check_fires(
+            self,
+            tf.reduce_any(outputs > 0),
+            tf.shape(outputs),
+            axes=("samples", "steps", "neurons")[-outputs.shape.rank :],
+            gradient="surrogate",
+        )
+
+    def _sequence_call(self, inputs, initial_state, mask, training):
+        """The layer's call on a ``[batch, time, features]`` sequence (``call`` wraps it)."""
         inputs = tf.cast(inputs, self.compute_dtype)
         self._check_rank(inputs)
         states = self._initial_states(inputs, initial_state)
@@ -385,6 +476,8 @@ class SpikingSequence(keras.layers.Layer):
     # ---- Keras plumbing ------------------------------------------------------------------
     def compute_mask(self, inputs, mask=None):
         output_mask = mask if self.return_sequences else None
+        if output_mask is not None and self.go_backwards:
+            output_mask = tf.reverse(output_mask, [1])  # the outputs are in reversed order
         if self.return_state:
             return [output_mask] + [None for _ in self.state_names]
         return output_mask
@@ -392,6 +485,8 @@ class SpikingSequence(keras.layers.Layer):
     def compute_output_shape(self, inputs_shape, initial_state_shape=None):
         batch, steps = inputs_shape[0], inputs_shape[1]
         output = (batch, steps, self.units) if self.return_sequences else (batch, self.units)
+        if len(inputs_shape) == 2:  # one step of a stateful layer
+            output = (batch, self.units)
         if self.return_state:
             return [output] + [(batch, self.units) for _ in self.state_names]
         return output
@@ -407,6 +502,7 @@ class SpikingSequence(keras.layers.Layer):
                 "return_sequences": self.return_sequences,
                 "return_state": self.return_state,
                 "stateful": self.stateful,
+                "go_backwards": self.go_backwards,
                 "jit_compile": self.jit_compile,
                 "check_inputs": self.check_inputs,
                 "use_custom_ops": self.use_custom_ops,

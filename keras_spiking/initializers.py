@@ -1,0 +1,65 @@
+r"""Weight initializers for spiking layers.
+
+A spiking layer learns only from neurons that fire. Keras' zero-mean defaults
+(``GlorotUniform``) suit a surrogate-gradient layer, which still gets a gradient from a
+membrane that stays below threshold, but leave an EventProp layer (exact spike-time
+gradients: no spike, no gradient) silent on sparse spike-time inputs, and it then trains to
+chance. :class:`FanInNormal` draws weights whose summed drive does not depend on the number of
+inputs:
+
+.. math::  W_{ij} \sim \mathcal{N}\!\left(\frac{\mu}{n_{in}},\
+    \frac{\sigma}{\sqrt{n_{in}}}\right)
+
+so that one spike on every input gives each neuron a total input current of mean ``mu`` and
+standard deviation ``sigma`` (in units of the threshold), whatever ``n_in``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+
+from keras_spiking import _validation
+
+__all__ = ["FanInNormal"]
+
+
+@keras.saving.register_keras_serializable(package="keras_spiking")
+class FanInNormal(keras.initializers.Initializer):
+    r"""Normal weights scaled by the fan-in: ``N(mean / fan_in, stddev / sqrt(fan_in))``.
+
+    The default of the EventProp layers. ``fan_in`` is the product of all kernel dimensions but
+    the last (the inputs of one neuron). The defaults ``mean=7.5, stddev=3.35`` give
+    ``N(1.5, 1.5)`` for the 5 inputs of the Yin-Yang task, the hidden-layer initializer with
+    which Wunderlich & Pehle's 5-200-3 network trains (``examples/yin_yang_eventprop.py``); with
+    ``tau_syn = 5 ms, tau_mem = 20 ms`` and threshold 1 most hidden neurons then fire on the
+    first batch.
+
+    Args:
+        mean: summed mean input weight ``mu`` of one neuron (threshold units).
+        stddev: spread ``sigma`` of the summed weight (``>= 0``).
+        seed: optional int seed.
+    """
+
+    def __init__(self, mean: float = 7.5, stddev: float = 3.35, seed: int | None = None):
+        owner = type(self).__name__
+        self.mean = _validation.finite_number("mean", mean, owner)
+        self.stddev = _validation.non_negative_number("stddev", stddev, owner)
+        self.seed = seed
+        self._normal = keras.initializers.RandomNormal(0.0, 1.0, seed=seed)
+
+    def __call__(self, shape, dtype=None):
+        shape = tuple(int(d) for d in shape)
+        if len(shape) < 2:
+            raise ValueError(
+                f"FanInNormal: the kernel needs at least 2 dimensions [..., inputs, units], "
+                f"got shape {shape}"
+            )
+        fan_in = max(1, math.prod(shape[:-1]))
+        unit = self._normal(shape, dtype=dtype)
+        return (unit * self.stddev + self.mean) / math.sqrt(fan_in)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
