@@ -140,6 +140,17 @@ def neuron_layer(layer: keras.layers.Layer) -> NeuronLayer:
     ``export_parameters()`` and ``export_step(params, x, states, spike_fn)`` is exported
     through them (kind "cell").
     """
+    if getattr(layer, "gradient", None) is not None:
+        raise ExportError(
+            f"layer {layer.name!r} is a CubaLIF with gradient=EventProp: it runs the "
+            "continuous-time model (exact exponential updates, spike times within the step), "
+            "which the discrete CubaLIF graph would not reproduce; no converter for it yet"
+        )
+    if getattr(layer, "go_backwards", False):
+        raise ExportError(
+            f"layer {layer.name!r} has go_backwards=True: the exported graphs (unrolled and "
+            "streaming) run forward in time; reverse the input outside the model instead"
+        )
     if isinstance(layer, ks_layers.SRC):
         return _src_layer(layer)
     if isinstance(layer, ks_layers.SpikingSequence) and hasattr(layer.cell, "export_step"):

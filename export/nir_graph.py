@@ -155,6 +155,11 @@ def _check_sequence_layer(layer: layers.SpikingSequence) -> None:
             f"nir export cannot express layer {layer.name!r} with return_state=True (extra "
             "state outputs); set return_state=False"
         )
+    if getattr(layer, "go_backwards", False):
+        raise ExportError(
+            f"nir export cannot express layer {layer.name!r} with go_backwards=True (a NIR "
+            "graph runs forward in time); reverse the input stream outside the graph"
+        )
 
 
 def _weight_node(layer: layers.SpikingSequence) -> tuple[str, nir.NIRNode]:

@@ -331,8 +331,10 @@ def to_tflite(
         The flatbuffer bytes.
 
     Raises:
-        ExportError: a layer the static graph cannot express (for example ``SRC``), or an
-            unknown window length.
+        ExportError: a layer the static graph cannot express (the EventProp spike-time
+            layers, ``CubaLIF(gradient="eventprop")``, ``keras.layers.Bidirectional`` or a
+            ``go_backwards`` layer; LIF, CubaLIF, LI and SRC export), or an unknown window
+            length.
         ValueError / TypeError: a bad option, named with the expected and received value.
     """
     _check_options(mode, quantize, representative_data, num_steps, batch_size, edgetpu, path)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import sys
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -143,6 +145,85 @@ def time_constant(name: str, value, units: int | None, owner: str):
     if not np.all(np.isfinite(array)) or np.any(array <= 0):
         raise ValueError(f"{owner}: every `{name}` must be a finite number > 0, got {value!r}")
     return tuple(float(v) for v in array)
+
+
+def _seconds_text(value: float) -> str:
+    """``20`` -> ``"20e-3 (20 ms)"``: the value read as milliseconds, written in seconds."""
+    text = f"{value:g}"
+    return f"{text}e-3 ({text} ms)" if "e" not in text else f"{value * 1e-3:g} ({text} ms)"
+
+
+def _range(value) -> tuple[float, float, str]:
+    """(min, max, how to name it) of a time constant given as a float or per-neuron values."""
+    array = np.asarray(value, dtype="float64").reshape(-1)
+    if array.size == 1:
+        return float(array[0]), float(array[0]), ""
+    return float(array.min()), float(array.max()), " (per neuron: its {} value)"
+
+
+def time_unit_problems(dt: float, **time_constants) -> list[str]:
+    """The implausible-units findings of :func:`time_units`, one message each (no owner)."""
+    problems = []
+    for name, value in {"dt": dt, **time_constants}.items():
+        _, high, per_neuron = _range(value)
+        if high >= 1.0:
+            problems.append(
+                f"`{name}`={high:g}{per_neuron.format('largest')} is in seconds ({high:g} s), "
+                f"far longer than the milliseconds of neuron dynamics; did you mean "
+                f"{_seconds_text(high)}?"
+            )
+    dt_value = float(np.max(np.asarray(dt, dtype="float64")))
+    for name, value in time_constants.items():
+        low, _, per_neuron = _range(value)
+        if dt_value >= low:
+            decay = math.exp(-dt_value / low)
+            problems.append(
+                f"`dt`={dt_value:g} s >= `{name}`={low:g} s{per_neuron.format('smallest')}: the "
+                f"decay per step exp(-dt / {name}) = {decay:.3g} <= 1/e, so the neuron forgets "
+                f"most of its state within one step; use a smaller `dt` or a larger `{name}`"
+            )
+    return problems
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` for a ``warnings.warn`` in the caller of this function.
+
+    It points at the first frame outside keras_spiking, Keras and TensorFlow: the user's
+    constructor call, through however many library frames (Keras wraps ``__init__``).
+    """
+    library_dirs = tuple(
+        os.path.dirname(module.__file__) + os.sep
+        for module in (sys.modules[__package__], sys.modules.get("keras"), tf)
+        if module is not None and getattr(module, "__file__", None)
+    )
+    level, frame = 2, sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(library_dirs):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
+def time_units(owner: str, dt: float, **time_constants) -> None:
+    """Warns (UserWarning) if ``dt`` or a time constant looks like a unit mistake.
+
+    Plausibility only, values that can be legitimate, so warnings and not errors:
+
+    - a value >= 1 (s): most likely milliseconds passed as seconds (``tau_mem=20`` for 20 ms);
+    - ``dt >= tau`` for a time constant: the decay per step ``exp(-dt / tau)`` is <= 1/e, the
+      neuron forgets most of its state within one step.
+
+    Args:
+        owner: the class name the user wrote (e.g. "LIF"), named in the message.
+        dt: the simulation step in seconds (a float).
+        **time_constants: each time constant in seconds by its argument name, a float or
+            per-neuron values (their min and max are checked).
+
+    The warning points at the first caller outside keras_spiking, Keras and TensorFlow.
+    """
+    problems = time_unit_problems(dt, **time_constants)
+    if problems:
+        stacklevel = _user_stacklevel()
+        for problem in problems:
+            warnings.warn(f"{owner}: {problem}", UserWarning, stacklevel=stacklevel)
 
 
 def resolved(name: str, value, getter, owner: str):

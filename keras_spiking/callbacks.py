@@ -206,6 +206,39 @@ def _inputs_from_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+class LoggedCount(float):
+    """A count in Keras' ``logs``: a float, as Keras' callbacks expect, that prints as an integer.
+
+    Keras' progress bar averages every logged value and prints it with four decimals
+    (``hidden_dead: 3.0000``); arithmetic on a ``LoggedCount`` keeps the type, and an integral
+    value formats as an integer (``hidden_dead: 3``) whatever the format spec.
+    """
+
+    def _same(self, value) -> LoggedCount | float:
+        return LoggedCount(value) if isinstance(value, float) else value
+
+    def __format__(self, spec: str) -> str:
+        return str(int(self)) if self.is_integer() else float.__format__(self, spec)
+
+    def __repr__(self) -> str:
+        return self.__format__("")
+
+    __str__ = __repr__
+
+    def __add__(self, other):
+        return self._same(float(self) + other)
+
+    __radd__ = __add__
+
+    def __mul__(self, other):
+        return self._same(float(self) * other)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        return self._same(float(self) / other)
+
+
 @keras.saving.register_keras_serializable(package="keras_spiking")
 class FiringRateMonitor(keras.callbacks.Callback):
     r"""Tracks the firing rates and the never-firing neurons of every spiking layer during fit.
@@ -217,7 +250,7 @@ class FiringRateMonitor(keras.callbacks.Callback):
     * adds ``logs[f"{L}_rate"]``: the mean firing rate over neurons, samples and steps,
       :math:`\bar r = \frac{1}{N T U} \sum_{n,t,j} S_{n,t,j}` in spikes per step (in Hz,
       ``rate / dt``, when ``dt`` is given), and ``logs[f"{L}_dead"]``: the number of neurons
-      that never fire on ``x``. Callbacks after it (``History``, ``EarlyStopping``,
+      that never fire on ``x`` (a :class:`LoggedCount`: printed as an integer). Callbacks after it (``History``, ``EarlyStopping``,
       ``CSVLogger``) see them. Like Keras' ``val_*`` entries with ``validation_freq``, the
       keys exist only on the epochs that were measured.
     * appends ``{"epoch": epoch, "rates": {L: [units] array}, "dead": {L: int}}`` to
@@ -293,7 +326,7 @@ class FiringRateMonitor(keras.callbacks.Callback):
         if logs is not None:
             for name, rate in result["rates"].items():
                 logs[f"{name}_rate"] = float(np.mean(rate))
-                logs[f"{name}_dead"] = result["dead"][name]
+                logs[f"{name}_dead"] = LoggedCount(result["dead"][name])
         if self.verbose:
             unit = "spikes/step" if self.dt is None else "Hz"
             parts = [

@@ -1,4 +1,4 @@
-"""Keras 3 RNN cells for the neuron models (one time step each).
+r"""Keras 3 RNN cells for the neuron models (one time step each).
 
 The cells meet the ``keras.layers.RNN`` contract (``state_size``, ``output_size``,
 ``call(inputs, states)``, ``get_initial_state(batch_size)``), so they can be wrapped in
@@ -8,10 +8,23 @@ sequence with a fused scan instead (much faster); both give the same numbers.
 
 Units: time constants in seconds, ``dt`` in seconds (default 1 ms); membrane potentials and
 currents in units where the threshold is ``threshold`` (default 1).
+
+Trainable time constants (``train_time_constants=True``) are learned as their natural log:
+the weight ``log_<name>`` (e.g. ``log_tau_mem``) holds ``log(tau / 1 s)`` per neuron, and the
+dynamics use ``tau = exp(log_tau)``, i.e. the per-step decay
+
+.. math::  \beta = e^{-dt / \tau} = \exp\!\left(-dt\, e^{-\log\tau}\right) \in (0, 1).
+
+Why: an optimizer such as Adam moves each variable by about its learning rate per step, in
+the variable's own units. A time constant held in seconds moves by ~1 ms per step at lr 1e-3,
+which takes a 5 ms constant below zero within a few steps; held as its log, one step scales
+tau by a factor of about ``exp(+-lr)``, so tau stays positive (and the decay in (0, 1)) for
+any learning rate, and the step is relative to the time constant's own size.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import keras
@@ -20,8 +33,15 @@ import tensorflow as tf
 
 from keras_spiking import _validation, dynamics, surrogates, synapse
 
-MIN_TAU_FRACTION_OF_DT = 1e-2
-"""Trainable time constants are clipped below at this fraction of ``dt`` inside the dynamics."""
+#: Key of the entry that ``NeuronCell.save_own_variables`` adds to a ``.keras`` file whose cell
+#: holds trainable time constants as their log; a file without it (written before the log
+#: parameterization) holds them in seconds and is converted on load.
+LOG_TIME_CONSTANTS_KEY = "log_time_constants"
+
+#: Files written before the log parameterization held trainable time constants in seconds,
+#: and the dynamics then used ``max(tau, _OLD_MIN_TAU_FRACTION_OF_DT * dt)``: loading such a
+#: file applies the same floor before taking the log, so the old model computes what it did.
+_OLD_MIN_TAU_FRACTION_OF_DT = 1e-2
 
 
 class NeuronCell(keras.layers.Layer):
@@ -37,7 +57,9 @@ class NeuronCell(keras.layers.Layer):
         dt: simulation step in seconds (default 1 ms).
         recurrent: add recurrent weights from the population's own spikes.
         use_bias: add a constant input current per neuron.
-        train_time_constants: make the time constants trainable, one per neuron.
+        train_time_constants: make the time constants trainable, one per neuron. Each is
+            learned as its natural log (weight ``log_<name>``, ``tau = exp(log_tau)`` in
+            seconds), so it stays positive for any learning rate; see the module docstring.
         kernel_initializer, recurrent_initializer, bias_initializer: Keras initializers.
         kernel_regularizer, recurrent_regularizer, bias_regularizer: Keras regularizers.
     """
@@ -83,11 +105,32 @@ class NeuronCell(keras.layers.Layer):
         self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.output_size = self.units
+        self._log_tau_variables: dict[str, keras.Variable] = {}  # filled by build()
 
     def _set_time_constants(self, values: dict[str, Any]) -> None:
+        """Validates and sets the time constants, and warns if they (or dt) look implausible."""
         owner = type(self).__name__
         for name, value in values.items():
             setattr(self, name, _validation.time_constant(name, value, self.units, owner))
+        time_constants = {name: getattr(self, name) for name in values}
+        if _validation.time_unit_problems(self.dt, **time_constants):  # only then find the name
+            _validation.time_units(self._constructing_layer_name(), self.dt, **time_constants)
+
+    def _constructing_layer_name(self) -> str:
+        """The class name of the sequence layer constructing this cell, else the cell's own.
+
+        The sequence layers (LIF, CubaLIF, LI) build their cell in their constructor: a warning
+        about their arguments names the class the user wrote, found on the call stack as the
+        nearest ``self`` whose ``cell_class`` this cell is (only looked up when warning).
+        """
+        frame = sys._getframe(1)
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            cell_class = getattr(type(owner), "cell_class", None)
+            if isinstance(cell_class, type) and isinstance(self, cell_class):
+                return type(owner).__name__
+            frame = frame.f_back
+        return type(self).__name__
 
     def build(self, input_shape):
         self.kernel = synapse.add_kernel(
@@ -109,39 +152,81 @@ class NeuronCell(keras.layers.Layer):
                 regularizer=self.bias_regularizer,
                 name="bias",
             )
-        self._tau_variables = {}
+        # trainable time constants: their natural log in seconds, one per neuron, keyed by the
+        # time constant's name (see the module docstring for why the log)
+        self._log_tau_variables = {}
         if self.train_time_constants:
             for name in self.time_constant_names:
-                init = np.broadcast_to(np.asarray(getattr(self, name)), (self.units,))
-                self._tau_variables[name] = self.add_weight(
+                tau = np.broadcast_to(np.asarray(getattr(self, name), "float64"), (self.units,))
+                self._log_tau_variables[name] = self.add_weight(
                     shape=(self.units,),
-                    initializer=keras.initializers.Constant(init),
-                    name=name,
+                    initializer=keras.initializers.Constant(np.log(tau)),
+                    name=f"log_{name}",
                 )
         self.built = True
 
     def time_constant(self, name: str) -> np.ndarray:
         """Per-neuron time constant ``name`` in seconds as the dynamics use it, float64 [units].
 
-        Trainable time constants are read from their variables (clipped below at
-        ``MIN_TAU_FRACTION_OF_DT * dt``, as in :meth:`decay`); fixed ones are broadcast.
+        A trainable one is ``exp(log_tau)`` of its variable ``log_<name>`` (always > 0); a
+        fixed one is broadcast to ``[units]``. The exporters read the time constants here.
         """
-        if name in self._tau_variables:
-            tau = np.asarray(keras.ops.convert_to_numpy(self._tau_variables[name]), "float64")
-            return np.maximum(tau, MIN_TAU_FRACTION_OF_DT * self.dt)
+        if name in self._log_tau_variables:
+            variable = self._log_tau_variables[name]
+            return np.exp(np.asarray(keras.ops.convert_to_numpy(variable), "float64"))
         tau = np.asarray(getattr(self, name), dtype="float64")
         return np.broadcast_to(tau, (self.units,)).copy()
 
     def decay(self, name: str) -> tf.Tensor:
-        """Per-neuron decay per step ``exp(-dt / tau)`` of time constant ``name``, shape [units]."""
+        r"""Per-neuron decay per step of time constant ``name``, shape [units], compute dtype.
+
+        .. math::  \beta = e^{-dt/\tau} = \exp\!\left(-dt\, e^{-\log\tau}\right)
+
+        For a trainable time constant this is computed from its variable ``log_<name>``
+        (differentiable; ``d beta / d log_tau = beta dt / tau``), and lies in (0, 1) for any
+        value of the variable: no clipping is needed. A fixed one is a constant.
+        """
         dtype = self.compute_dtype
-        if name in self._tau_variables:
-            tau = tf.maximum(
-                tf.cast(self._tau_variables[name], dtype), MIN_TAU_FRACTION_OF_DT * self.dt
-            )
-            return tf.exp(-self.dt / tau)
+        if name in self._log_tau_variables:
+            log_tau = tf.cast(self._log_tau_variables[name], dtype)
+            return tf.exp(-self.dt * tf.exp(-log_tau))
         tau = np.broadcast_to(np.asarray(getattr(self, name), dtype="float64"), (self.units,))
         return tf.constant(np.exp(-self.dt / tau), dtype=dtype)
+
+    # ---- saving: mark files whose time constants are logs --------------------------------
+    def save_own_variables(self, store):
+        """Keras' variables by index, plus a marker entry when the time constants are logs."""
+        super().save_own_variables(store)
+        if self._log_tau_variables:
+            store[LOG_TIME_CONSTANTS_KEY] = np.ones((), dtype="float32")
+
+    def load_own_variables(self, store):
+        """Loads the variables; converts the time constants of a file from before the logs.
+
+        A file written before the log parameterization (no ``log_time_constants`` entry) held
+        each trainable time constant in seconds at the same index: it is loaded as
+        ``log(max(tau, 1e-2 dt))``, the floor the dynamics of that version applied, so the
+        model computes what it did.
+        """
+        keys = [key for key in store.keys() if key != LOG_TIME_CONSTANTS_KEY]
+        if not self._log_tau_variables:
+            if LOG_TIME_CONSTANTS_KEY in store:
+                raise ValueError(
+                    f"{type(self).__name__} ({self.name}): the file holds trainable time "
+                    "constants but the cell has train_time_constants=False"
+                )
+            super().load_own_variables(store)
+            return
+        values = {key: store[key] for key in keys}
+        if LOG_TIME_CONSTANTS_KEY not in store:
+            all_vars = self._trainable_variables + self._non_trainable_variables
+            for variable in self._log_tau_variables.values():
+                key = next(str(i) for i, v in enumerate(all_vars) if v is variable)
+                if key in values:
+                    tau = np.asarray(values[key], dtype="float64")
+                    floor = _OLD_MIN_TAU_FRACTION_OF_DT * self.dt
+                    values[key] = np.log(np.maximum(tau, floor)).astype(variable.dtype)
+        super().load_own_variables(values)
 
     def input_current(self, inputs, matmul=None):
         """Feed-forward synaptic input ``inputs @ kernel (+ bias)``, over the last axis.

@@ -61,6 +61,7 @@ class _EventPropBase(keras.layers.Layer):
         self.dt = _validation.seconds("dt", dt, owner)
         self.tau_mem = _validation.seconds("tau_mem", tau_mem, owner)
         self.tau_syn = _validation.seconds("tau_syn", tau_syn, owner)
+        _validation.time_units(owner, self.dt, tau_mem=self.tau_mem, tau_syn=self.tau_syn)
         if kernel_initializer is None:
             kernel_initializer = self._default_kernel_initializer()
         self.kernel_initializer = _validation.resolved(

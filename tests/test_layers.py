@@ -102,14 +102,15 @@ def test_layer_equals_keras_rnn_of_cell(jit_compile, layer_cls, cell_cls, option
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)  # float64, summation order
 
 
-def _proxy_lif_li_loss(x, w1, tau1, w2, tau2, readout, base, dt=1e-3, k=25.0):
+def _proxy_lif_li_loss(x, w1, log_tau1, w2, log_tau2, readout, base, dt=1e-3, k=25.0):
     """NumPy forward of LIF -> LI where each spike H(u - 1) is replaced by the smooth proxy
     H0 + f(u - 1) - f(u0 - 1), f(x) = x / (k|x| + 1) the antiderivative of the fast sigmoid
     surrogate, with H0 and u0 the values of the unperturbed network (``base``). At the base
     point the proxy's forward equals the real network's and its exact derivative is the
-    surrogate gradient, so finite differences of it check the layers' backward pass."""
+    surrogate gradient, so finite differences of it check the layers' backward pass. The time
+    constants are given as their logs, as the layers' trainable variables hold them."""
     f = lambda z: z / (k * np.abs(z) + 1.0)  # noqa: E731
-    b1, b2 = np.exp(-dt / tau1), np.exp(-dt / tau2)
+    b1, b2 = np.exp(-dt * np.exp(-log_tau1)), np.exp(-dt * np.exp(-log_tau2))
     batch, steps, _ = x.shape
     v = np.zeros((batch, w1.shape[1]))
     v2 = np.zeros((batch, w2.shape[1]))
@@ -151,7 +152,7 @@ def test_model_gradient_matches_finite_differences_of_smooth_proxy(rng):
     grads = [g.numpy() for g in tape.gradient(loss, model.trainable_weights)]
     params = [w.numpy().astype("float64") for w in model.trainable_weights]
     names = [w.path for w in model.trainable_weights]
-    assert names[0].endswith("kernel") and names[1].endswith("tau_mem")
+    assert names[0].endswith("kernel") and names[1].endswith("log_tau_mem")
 
     base_loss, base = _proxy_lif_li_loss(x, *params, readout, None)
     assert base_loss == pytest.approx(float(loss), rel=1e-12)  # same forward
@@ -434,14 +435,17 @@ def test_time_constant_reports_fixed_and_trained_taus():
     np.testing.assert_array_equal(fixed.cell.time_constant("tau_mem"), [0.01, 0.02, 0.03])
     trained = layers.CubaLIF(2, tau_syn=0.004, train_time_constants=True)
     trained.build((1, 2, 4))
-    trained.cell._tau_variables["tau_syn"].assign([0.005, 1e-9])  # as an optimizer might
+    variable = trained.cell._log_tau_variables["tau_syn"]
+    assert variable.path.endswith("log_tau_syn")
+    # the variable holds log(tau / 1 s); the second as far down as an optimizer might take it
+    variable.assign(np.log([0.005, 1e-9]))
     tau = trained.cell.time_constant("tau_syn")
-    # the second is clipped to the smallest time constant the dynamics use, as decay() does
-    # float32 decay: 1e-44 underflows to 0 there; float32 rounding elsewhere
+    # float32 variable: log(tau) rounded to ~1e-7 relative, so tau to ~2e-6 relative
+    np.testing.assert_allclose(tau, [0.005, 1e-9], rtol=1e-5)
+    # float32 decay: exp(-1e6) underflows to 0 there; float32 rounding elsewhere
     np.testing.assert_allclose(
         np.exp(-trained.cell.dt / tau), trained.cell.decay("tau_syn"), rtol=1e-6, atol=1e-30
     )
-    assert tau[0] == pytest.approx(0.005) and tau[1] > 1e-9
 
 
 @pytest.mark.parametrize(
