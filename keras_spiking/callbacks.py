@@ -250,9 +250,10 @@ class FiringRateMonitor(keras.callbacks.Callback):
     * adds ``logs[f"{L}_rate"]``: the mean firing rate over neurons, samples and steps,
       :math:`\bar r = \frac{1}{N T U} \sum_{n,t,j} S_{n,t,j}` in spikes per step (in Hz,
       ``rate / dt``, when ``dt`` is given), and ``logs[f"{L}_dead"]``: the number of neurons
-      that never fire on ``x`` (a :class:`LoggedCount`: printed as an integer). Callbacks after it (``History``, ``EarlyStopping``,
-      ``CSVLogger``) see them. Like Keras' ``val_*`` entries with ``validation_freq``, the
-      keys exist only on the epochs that were measured.
+      that never fire on ``x`` (a :class:`LoggedCount`: printed as an integer). Callbacks
+      after it (``History``, ``EarlyStopping``, ``CSVLogger``) see them. Like Keras'
+      ``val_*`` entries with ``validation_freq``, the keys exist only on the epochs that were
+      measured.
     * appends ``{"epoch": epoch, "rates": {L: [units] array}, "dead": {L: int}}`` to
       :attr:`history` (``epoch`` counts from 0, as in ``History.epoch``); the history grows
       over successive ``fit`` calls.
