@@ -192,10 +192,11 @@ def to_saved_model(
         ValueError: an empty ``path`` or one that is an existing file; ``num_steps`` or
             ``batch_size`` below 1.
 
-    Example:
-        >>> path = to_saved_model(model, "snn_savedmodel")  # doctest: +SKIP
-        >>> served = tf.saved_model.load(path)  # doctest: +SKIP
-        >>> y = served.signatures["serving_default"](inputs=x)["outputs"]  # doctest: +SKIP
+    Example (``model`` a built keras_spiking model, ``x`` a batch of its inputs)::
+
+        path = keras_spiking.export.to_saved_model(model, "snn_savedmodel")
+        served = tf.saved_model.load(path)
+        y = served.signatures["serving_default"](inputs=x)["outputs"]
     """
     num_steps = _check_positive_int("num_steps", num_steps)
     batch_size = _check_positive_int("batch_size", batch_size)

@@ -158,11 +158,14 @@ class NeuronCell(keras.layers.Layer):
         if self.train_time_constants:
             for name in self.time_constant_names:
                 tau = np.broadcast_to(np.asarray(getattr(self, name), "float64"), (self.units,))
-                self._log_tau_variables[name] = self.add_weight(
+                variable = self.add_weight(
                     shape=(self.units,),
                     initializer=keras.initializers.Constant(np.log(tau)),
                     name=f"log_{name}",
                 )
+                self._log_tau_variables[name] = variable
+                # an attribute too, so that tf.train.Checkpoint finds it (not only the dict)
+                setattr(self, f"log_{name}", variable)
         self.built = True
 
     def time_constant(self, name: str) -> np.ndarray:
@@ -188,8 +191,11 @@ class NeuronCell(keras.layers.Layer):
         """
         dtype = self.compute_dtype
         if name in self._log_tau_variables:
-            log_tau = tf.cast(self._log_tau_variables[name], dtype)
-            return tf.exp(-self.dt * tf.exp(-log_tau))
+            # in the variable's dtype (float32 under mixed precision): exp(-log_tau) overflows
+            # float16 for tau below ~15 us, and beta = 0 would then get a NaN gradient
+            log_tau = tf.convert_to_tensor(self._log_tau_variables[name])
+            beta = tf.exp(-tf.exp(tf.math.log(tf.cast(self.dt, log_tau.dtype)) - log_tau))
+            return tf.cast(beta, dtype)
         tau = np.broadcast_to(np.asarray(getattr(self, name), dtype="float64"), (self.units,))
         return tf.constant(np.exp(-self.dt / tau), dtype=dtype)
 
@@ -219,7 +225,7 @@ class NeuronCell(keras.layers.Layer):
             return
         values = {key: store[key] for key in keys}
         if LOG_TIME_CONSTANTS_KEY not in store:
-            all_vars = self._trainable_variables + self._non_trainable_variables
+            all_vars = list(self.variables)  # a cell has no sublayers: Keras' saving order
             for variable in self._log_tau_variables.values():
                 key = next(str(i) for i, v in enumerate(all_vars) if v is variable)
                 if key in values:

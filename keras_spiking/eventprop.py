@@ -459,9 +459,10 @@ def times_to_sequence(times: tf.Tensor, steps: int, dt: float) -> tf.Tensor:
     One step holds at most one spike of a neuron. The grid simulation fires at most once per
     step, but two spikes in consecutive steps can round to the same step where they meet at
     a grid time (``t_1 = t_{n+1}`` exactly, ``t_2 = t_{n+1} + epsilon`` rounded down); the
-    later one then moves to the start of the next step (``phi`` the smallest positive
-    float), a shift of a rounding error there; no spike is lost or summed into a value
-    above 1 (the next layer's ``[0, 1]`` check failed on such sums before).
+    later one then moves to the start of the next step (``phi = 6.1e-5``, the smallest normal
+    float16), a shift of a rounding error there, instead of being summed into a value above 1
+    (the next layer's ``[0, 1]`` check failed on such sums before). In the window's last step
+    there is no next step: the later spike is then left out, as spikes past the window are.
     """
     steps = _validation.positive_int("steps", steps, "times_to_sequence")
     dt = _validation.positive_number("dt", dt, "times_to_sequence")
@@ -477,11 +478,13 @@ def times_to_sequence(times: tf.Tensor, steps: int, dt: float) -> tf.Tensor:
     # step_k' = k + max_{j <= k} (step_j - j) (a running max over the slot axis)
     slot = tf.cast(tf.range(tf.shape(times)[-1]), step.dtype)
     offsets = tf.transpose(tf.stop_gradient(step) - slot, [2, 0, 1])
-    running = tf.scan(tf.maximum, offsets)
+    lowest = tf.fill(tf.shape(offsets)[1:], tf.constant(-math.inf, offsets.dtype))
+    running = tf.scan(tf.maximum, offsets, initializer=lowest)  # no slots: no step
     moved = tf.transpose(running, [1, 2, 0]) + slot
     phi = tf.where(
         moved > step,
-        tf.maximum(safe - moved, np.finfo(times.dtype.as_numpy_dtype).tiny),
+        # the smallest positive normal float16, representable in every float dtype
+        tf.maximum(safe - moved, tf.constant(np.finfo(np.float16).tiny, times.dtype)),
         tf.where(at_grid, phi + 1, phi),
     )
     step = tf.cast(moved, tf.int32)

@@ -228,9 +228,9 @@ class CubaLIF(SpikingSequence):
             return super()._sequence_call(inputs, initial_state, mask, training)
         return self._eventprop_call(inputs, initial_state, mask, training)
 
-    def _check_fires(self, outputs) -> None:
-        if self.gradient is None:
-            super()._check_fires(outputs)
+    def _check_fires(self, outputs, training) -> None:
+        if self.gradient is None or not training:
+            super()._check_fires(outputs, training)
             return
         silence.check_fires(
             self,
@@ -275,6 +275,7 @@ class CubaLIF(SpikingSequence):
             **self.gradient.options(),
         )
         outputs = eventprop.times_to_sequence(times, int(steps), cell.dt)
+        self._check_fires(outputs, training)
         return outputs if self.return_sequences else outputs[:, -1]
 
     def get_config(self) -> dict[str, Any]:

@@ -210,13 +210,14 @@ class SpikingSequence(keras.layers.Layer):
         if not self._jit_explained:
             self._jit_explained = True
             warnings.warn(
-                f"{type(self).__name__} layer {self.name!r}: a model with keras_spiking "
-                "layers is not XLA-compiled as a whole, so Keras turns `compile(jit_compile="
-                "True)` off (its next warning). Why: in training these layers run C++ kernels, "
-                "which have no XLA form, and check on the host that their neurons fire. What "
-                "is compiled instead: each layer's own time scan (the layer's jit_compile="
-                "True, the default), between plain TensorFlow graph ops. Use "
-                "compile(jit_compile=False) (or leave the default) to skip this message.",
+                f"{type(self).__name__} layer {self.name!r}: Keras asked whether the model can "
+                "be XLA-compiled as a whole (compile(jit_compile=True), or 'auto' on a machine "
+                "with a GPU); a model with keras_spiking layers cannot, so its train step runs "
+                "as a TensorFlow graph without whole-step XLA (Keras says so next if you asked "
+                "for True). Why: in training these layers run C++ kernels, which have no XLA "
+                "form, and check on the host that their neurons fire. What is compiled instead: "
+                "each layer's own time scan (the layer's jit_compile=True, the default). Pass "
+                "compile(jit_compile=False) to skip this message.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -377,8 +378,6 @@ class SpikingSequence(keras.layers.Layer):
         if one_step and self.return_sequences:
             outputs = outputs[:, 0]
         if self.spiking:
-            if training:
-                self._check_fires(outputs)
             silence.tag_spikes(outputs, self)
         return [outputs, *result[1:]] if self.return_state else outputs
 
@@ -401,13 +400,15 @@ class SpikingSequence(keras.layers.Layer):
             "x[:, None, :]."
         )
 
-    def _check_fires(self, outputs) -> None:
-        """Warns once if no neuron of the layer fired on this training batch."""
+    def _check_fires(self, outputs, training) -> None:
+        """Warns once if no neuron fired over the training batch (``outputs``: all steps)."""
+        if not (training and self.spiking):
+            return
         silence.check_fires(
             self,
             tf.reduce_any(outputs > 0),
             tf.shape(outputs),
-            axes=("samples", "steps", "neurons")[-outputs.shape.rank :],
+            axes=("samples", "steps", "neurons"),
             gradient="surrogate",
         )
 
@@ -434,6 +435,7 @@ class SpikingSequence(keras.layers.Layer):
             outputs, final_states = self.tf_scan(inputs, states, mask, event_input=kernels)
         if self.check_inputs:
             outputs, final_states = self._check_finite(outputs, final_states)
+        self._check_fires(outputs, training)  # on every step, before `return_sequences`
         if self.stateful:
             for variable, value in zip(self.states, final_states):
                 variable.assign(tf.cast(value, variable.dtype))
@@ -487,8 +489,8 @@ class SpikingSequence(keras.layers.Layer):
         output = (batch, steps, self.units) if self.return_sequences else (batch, self.units)
         if len(inputs_shape) == 2:  # one step of a stateful layer
             output = (batch, self.units)
-        if self.return_state:
-            return [output] + [(batch, self.units) for _ in self.state_names]
+        if self.return_state:  # a tuple, as keras.layers.RNN (Bidirectional concatenates it)
+            return (output, *[(batch, self.units) for _ in self.state_names])
         return output
 
     def get_config(self) -> dict[str, Any]:

@@ -12,6 +12,12 @@ To silence it::
 
     import warnings
     warnings.filterwarnings("ignore", category=keras_spiking.SilentLayerWarning)
+
+The check reports through a ``tf.py_function``, which XLA cannot compile. ``model.fit`` never
+XLA-compiles a model with these layers (see ``SpikingSequence.supports_jit``); a hand-written
+``tf.function(jit_compile=True)`` train step (possible with ``use_custom_ops=False``) must
+leave the check out of its graph: ``keras_spiking.silence.set_enabled(False)`` before it is
+traced.
 """
 
 from __future__ import annotations
@@ -20,7 +26,29 @@ import warnings
 
 import tensorflow as tf
 
-__all__ = ["SilentLayerWarning", "SpikesAsMembraneWarning", "check_fires", "tag_spikes"]
+__all__ = [
+    "SilentLayerWarning",
+    "SpikesAsMembraneWarning",
+    "check_fires",
+    "enabled",
+    "set_enabled",
+    "tag_spikes",
+]
+
+_enabled = True
+
+
+def set_enabled(value: bool) -> None:
+    """Turns the silent-layer check on or off for train steps traced from now on."""
+    global _enabled
+    if not isinstance(value, bool):
+        raise TypeError(f"set_enabled: `value` must be True or False, got {value!r}")
+    _enabled = value
+
+
+def enabled() -> bool:
+    """Whether train steps traced now get the silent-layer check."""
+    return _enabled
 
 
 class SilentLayerWarning(UserWarning):
@@ -62,8 +90,8 @@ def check_fires(
         axes: what each axis of that shape counts, e.g. ("samples", "steps", "neurons").
         gradient: "surrogate" or "eventprop" (what the silence means for the gradient).
     """
-    if getattr(layer, "_silence_warned", False):
-        return  # already warned before this trace: nothing to add to the graph
+    if not _enabled or getattr(layer, "_silence_warned", False):
+        return  # switched off, or already warned before this trace: nothing to add
     owner = f"{type(layer).__name__} layer {layer.name!r}"
     consequence = (
         "with EventProp no spike means no gradient at all"

@@ -151,9 +151,12 @@ def test_times_to_sequence_keeps_one_spike_per_step():
     times = tf.constant([[[0.003, 0.003, 0.0051, np.inf]]], tf.float32)
     seq = ep.times_to_sequence(times, 8, dt).numpy()[0, :, 0]
     assert seq.max() <= 1.0 and np.count_nonzero(seq) == 3
-    assert seq[2] == 1.0 and 0 < seq[3] < 1e-6 and np.isclose(seq[5], 0.1, atol=1e-4)
+    assert (
+        seq[2] == 1.0 and 0 < seq[3] < 1e-4
+    )  # float16's smallest normal, 6.1e-5 and np.isclose(seq[5], 0.1, atol=1e-4)
     back = ep.sequence_to_times(tf.constant(seq[None, :, None]), dt).numpy()[0, 0]
-    np.testing.assert_allclose(back, [0.003, 0.003, 0.0051], rtol=1e-5)
+    # the moved spike shifts by phi = 6.1e-5 steps (6.1e-8 s), the rest by float32 rounding
+    np.testing.assert_allclose(back, [0.003, 0.003, 0.0051], rtol=1e-5, atol=1e-7)
 
 
 # ---- losses and metrics -------------------------------------------------------------------
@@ -289,3 +292,84 @@ def test_rank_2_inputs_one_step_when_stateful_else_a_pointer():
     steps = [streaming(x[:, t]).numpy() for t in range(6)]
     assert steps[0].shape == (2, 3)
     np.testing.assert_array_equal(np.stack(steps, axis=1), expected)
+
+
+def test_go_backwards_with_a_mask_equals_the_reversed_masked_run():
+    rng = np.random.default_rng(6)
+    x = rng.uniform(size=(3, 7, 4)).astype("float32")
+    mask = np.ones((3, 7), bool)
+    mask[0, 5:] = False  # a padded sample
+    mask[2, :2] = False
+    init = keras.initializers.RandomNormal(0.5, 0.3, seed=4)
+    forward = ks.layers.LIF(5, kernel_initializer=init)
+    backward = ks.layers.LIF(5, kernel_initializer=init, go_backwards=True)
+    forward.build(x.shape)
+    backward.build(x.shape)
+    backward.set_weights(forward.get_weights())
+    expected = forward(x[:, ::-1], mask=tf.constant(mask[:, ::-1]))
+    np.testing.assert_array_equal(backward(x, mask=tf.constant(mask)), expected)
+    # the output mask follows the reversed outputs
+    out_mask = backward.compute_mask(x, tf.constant(mask))
+    np.testing.assert_array_equal(out_mask, mask[:, ::-1])
+
+
+def test_bidirectional_with_return_state_in_a_functional_model():
+    inputs = keras.Input((6, 3))
+    outputs = keras.layers.Bidirectional(ks.layers.LIF(5, return_state=True))(inputs)
+    # the sequence, then each direction's final states
+    states = 2 * len(ks.layers.LIF.state_names)
+    assert [tuple(o.shape) for o in outputs] == [(None, 6, 10)] + [(None, 5)] * states
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(7).uniform(size=(2, 6, 3)).astype("float32")
+    assert model(x)[0].shape == (2, 6, 10)
+
+
+def test_silence_is_judged_on_every_step_not_only_the_returned_one():
+    """A layer that fires during the sequence but not on its last step is not silent."""
+    x = np.zeros((4, 6, 2), "float32")
+    x[:, 1] = 5.0  # one strong input at step 1 only: spikes there, none at the end
+    layer = ks.layers.LIF(3, return_sequences=False, kernel_initializer="ones")
+    caught = _recorded(ks.SilentLayerWarning, lambda: layer(x, training=True))
+    assert caught == []
+    assert ks.layers.LIF(3, kernel_initializer="ones")(x)[:, 1].numpy().all()
+    quiet = ks.layers.LIF(3, return_sequences=False, threshold=1e3, name="q")
+    caught = _recorded(ks.SilentLayerWarning, lambda: quiet(x, training=True))
+    assert len(caught) == 1 and "4 samples x 6 steps x 3 neurons" in str(caught[0].message)
+
+
+def test_the_check_can_be_left_out_of_an_xla_compiled_step():
+    """The check reports through a py_function, which XLA cannot compile."""
+    x = tf.constant(np.random.default_rng(8).uniform(size=(2, 5, 3)).astype("float32"))
+    layer = ks.layers.LIF(4, use_custom_ops=False)
+    layer.build(x.shape)
+
+    @tf.function(jit_compile=True)
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x, training=True))
+        return tape.gradient(loss, layer.trainable_variables)
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="PyFunc"):
+        step()
+    ks.silence.set_enabled(False)
+    try:
+        assert ks.silence.enabled() is False
+
+        @tf.function(jit_compile=True)
+        def step_without_check():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(layer(x, training=True))
+            return tape.gradient(loss, layer.trainable_variables)
+
+        assert step_without_check()[0].shape == (3, 4)
+    finally:
+        ks.silence.set_enabled(True)
+    with pytest.raises(TypeError, match="True or False"):
+        ks.silence.set_enabled("no")
+
+
+def test_times_to_sequence_without_slots_and_in_bfloat16():
+    assert ep.times_to_sequence(tf.zeros([2, 3, 0]), 5, 1e-3).shape == (2, 5, 3)
+    seq = ep.times_to_sequence(tf.constant([[[0.0025, 0.003]]], tf.bfloat16), 5, 1e-3)
+    assert seq.dtype == tf.bfloat16 and float(tf.reduce_max(seq)) <= 1.0
+    assert int(tf.math.count_nonzero(seq)) == 2

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_spiking as ks
 from keras_spiking import cells, layers
 
 DATA = pathlib.Path(__file__).parent / "data"
@@ -251,3 +252,32 @@ def test_defaults_and_ordinary_values_do_not_warn():
         layers.LIF(3, tau_mem=[5e-3, 0.1, 0.9])
 
     assert [str(w.message) for w in _caught(build)] == []
+
+
+def test_trained_time_constants_are_in_tf_checkpoints(tmp_path):
+    layer = ks.layers.CubaLIF(3, train_time_constants=True)
+    layer.build((2, 5, 4))
+    layer.cell.log_tau_mem.assign(np.log([0.1, 0.2, 0.3]))
+    path = tf.train.Checkpoint(layer=layer).save(str(tmp_path / "ckpt"))
+    restored = ks.layers.CubaLIF(3, train_time_constants=True)
+    restored.build((2, 5, 4))
+    tf.train.Checkpoint(layer=restored).restore(path).assert_consumed()
+    # float32 variable: the round trip of log then exp is exact to float32 rounding
+    np.testing.assert_allclose(restored.cell.time_constant("tau_mem"), [0.1, 0.2, 0.3], rtol=1e-6)
+    assert len(restored.weights) == 3  # kernel and the two log taus: no duplicate tracking
+
+
+def test_tiny_time_constants_keep_finite_gradients_in_mixed_float16():
+    """exp(-log_tau) overflowed float16 below ~15 us: beta = 0 got a NaN gradient."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # dt >= tau: meant here
+            layer = ks.layers.CubaLIF(3, train_time_constants=True, tau_syn=1e-5)
+        layer.build((2, 5, 4))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.cast(layer(tf.ones((2, 5, 4)), training=True), "float32"))
+        grad = tape.gradient(loss, layer.cell.log_tau_syn)
+        assert np.isfinite(grad.numpy()).all()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
