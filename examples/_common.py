@@ -217,7 +217,7 @@ def epoch_decay_adam(args: argparse.Namespace, n_samples: int, **adam_options) -
 
 def readout_accuracy(mode: str = "max") -> keras.metrics.Metric:
     """Readout accuracy (class = argmax of the readout reduced over time), named "accuracy"."""
-    return ks.losses.SparseReadoutAccuracy(mode, name="accuracy")
+    return ks.metrics.SparseReadoutAccuracy(mode, name="accuracy")
 
 
 def timed_fit(model: keras.Model, x, y, args: argparse.Namespace, **fit_options) -> float:

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> float:
     model.compile(
         _common.epoch_decay_adam(args, len(x_train), clipnorm=args.clipnorm),
         ks.losses.FirstSpikeTimeCrossEntropy(silent_time=args.steps * args.dt),
-        metrics=[ks.losses.FirstSpikeAccuracy(name="accuracy")],
+        metrics=[ks.metrics.FirstSpikeAccuracy(name="accuracy")],
     )
     train_seconds = _common.timed_fit(model, x_train, y_train, args, validation_data=data["val"])
     _, accuracy = model.evaluate(*data["test"], verbose=0)

@@ -14,7 +14,7 @@ Example (Wunderlich & Pehle's Yin-Yang network)::
         keras_spiking.layers.EventPropCubaLIF(3, steps=60, max_spikes=8, min_slope=10.0),
     ])
     model.compile("adam", keras_spiking.losses.FirstSpikeTimeCrossEntropy(silent_time=0.06),
-                  metrics=[keras_spiking.losses.FirstSpikeAccuracy()])
+                  metrics=[keras_spiking.metrics.FirstSpikeAccuracy()])
 
 The equations, the grid and the gradient are documented in :mod:`keras_spiking.eventprop`.
 """
