@@ -96,7 +96,7 @@ def check_fires(
     consequence = (
         "with EventProp no spike means no gradient at all"
         if gradient == "eventprop"
-        else "its surrogate gradient is then small or zero"
+        else "the gradient through its spikes is then small or zero"
     )
 
     def report(shape_value):
