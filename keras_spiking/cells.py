@@ -194,7 +194,10 @@ class NeuronCell(keras.layers.Layer):
             # in the variable's dtype (float32 under mixed precision): exp(-log_tau) overflows
             # float16 for tau below ~15 us, and beta = 0 would then get a NaN gradient
             log_tau = tf.convert_to_tensor(self._log_tau_variables[name])
-            beta = tf.exp(-tf.exp(tf.math.log(tf.cast(self.dt, log_tau.dtype)) - log_tau))
+            # log(dt) from float64 NumPy: tf.cast(python_float, float64) would round through
+            # float32 first (a 1e-8 relative error in every decay)
+            log_dt = tf.constant(np.log(float(self.dt)), dtype=log_tau.dtype)
+            beta = tf.exp(-tf.exp(log_dt - log_tau))
             return tf.cast(beta, dtype)
         tau = np.broadcast_to(np.asarray(getattr(self, name), dtype="float64"), (self.units,))
         return tf.constant(np.exp(-self.dt / tau), dtype=dtype)

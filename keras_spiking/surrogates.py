@@ -202,7 +202,7 @@ class StraightThrough(Surrogate):
     default_scale = 1.0
 
     def derivative(self, x):
-        return tf.fill(tf.shape(x), tf.cast(self.scale, x.dtype))
+        return tf.fill(tf.shape(x), tf.constant(self.scale, dtype=x.dtype))
 
 
 @keras.saving.register_keras_serializable(package="keras_spiking")

@@ -461,7 +461,7 @@ def test_initial_state_and_return_state(rng):
     np.testing.assert_allclose(np.concatenate([out, tail], 1), whole.numpy(), rtol=1e-12)
     for a, b in zip(final, final_whole):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
-    assert layer.compute_output_shape((2, 20, 3)) == [(2, 20, 4)] + [(2, 4)] * 3
+    assert layer.compute_output_shape((2, 20, 3)) == ((2, 20, 4), *[(2, 4)] * 3)  # as keras RNN
     out0, *states0 = layer(np.zeros((2, 0, 3)))
     assert out0.shape == (2, 0, 4) and all(not s.numpy().any() for s in states0)
 
