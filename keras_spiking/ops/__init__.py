@@ -51,6 +51,7 @@ from keras_spiking.ops.dispatch import (
     kernels_for_call,
     supports,
 )
+from keras_spiking.ops.conv import conv_input
 from keras_spiking.ops.eventprop_kernels import (
     eventprop_backward,
     eventprop_readout_forward,
@@ -84,6 +85,7 @@ __all__ = [
     "accelerator_in_use",
     "available",
     "call_setting",
+    "conv_input",
     "count_kernel_calls",
     "density_cutoff",
     "enabled",
