@@ -132,7 +132,17 @@ class NeuronCell(keras.layers.Layer):
             frame = frame.f_back
         return type(self).__name__
 
+    #: whether the fused C++ scan may take the inputs and this cell's ``kernel`` itself (the
+    #: dense ``x W``); False for a synapse it does not know (e.g. a convolution)
+    fused_input = True
+
     def build(self, input_shape):
+        self._build_synapse(input_shape)
+        self._build_time_constants()
+        self.built = True
+
+    def _build_synapse(self, input_shape) -> None:
+        """The weights from the inputs: ``kernel``, ``recurrent_kernel``, ``bias``."""
         self.kernel = synapse.add_kernel(
             self, input_shape, self.kernel_initializer, self.kernel_regularizer
         )
@@ -152,8 +162,12 @@ class NeuronCell(keras.layers.Layer):
                 regularizer=self.bias_regularizer,
                 name="bias",
             )
-        # trainable time constants: their natural log in seconds, one per neuron, keyed by the
-        # time constant's name (see the module docstring for why the log)
+
+    def _build_time_constants(self) -> None:
+        """Trainable time constants as their natural log in seconds, one per ``units``.
+
+        Keyed by the time constant's name (see the module docstring for why the log).
+        """
         self._log_tau_variables = {}
         if self.train_time_constants:
             for name in self.time_constant_names:
@@ -166,7 +180,6 @@ class NeuronCell(keras.layers.Layer):
                 self._log_tau_variables[name] = variable
                 # an attribute too, so that tf.train.Checkpoint finds it (not only the dict)
                 setattr(self, f"log_{name}", variable)
-        self.built = True
 
     def time_constant(self, name: str) -> np.ndarray:
         """Per-neuron time constant ``name`` in seconds as the dynamics use it, float64 [units].

@@ -101,7 +101,7 @@ class LIF(SpikingSequence):
     def kernel_scan(self, inputs, states):
         cell, options = self.cell, _spike_options(self.cell)
         beta = cell.decay("tau_mem")
-        if cell.bias is None:  # the event-driven input fused into the scan
+        if cell.bias is None and cell.fused_input:  # the event-driven input fused into the scan
             spikes, v, s = ops.fused_lif_scan_with_input(
                 inputs, cell.kernel, states[0], states[1], beta, **options
             )
@@ -423,10 +423,29 @@ class SRC(SpikingSequence):
 
 
 # The EventProp layers take spike-time tensors instead of sequences; exported here too.
+# Conv neuron layers and the spike-map pooling/reshaping layers (their own modules).
+from keras_spiking.conv_layers import (  # noqa: E402
+    ConvCubaLIF1D,
+    ConvCubaLIF2D,
+    ConvLI1D,
+    ConvLI2D,
+    ConvLIF1D,
+    ConvLIF2D,
+)
 from keras_spiking.eventprop_layers import (  # noqa: E402
     EventPropCubaLIF,
     EventPropLI,
     SpikeTimeDropout,
+)
+from keras_spiking.spike_maps import (  # noqa: E402
+    AveragePooling1D,
+    AveragePooling2D,
+    MaxPooling1D,
+    MaxPooling2D,
+    RepeatSteps,
+    SpatialFlatten,
+    SumPooling1D,
+    SumPooling2D,
 )
 
 __all__ = [
@@ -438,4 +457,18 @@ __all__ = [
     "EventPropCubaLIF",
     "EventPropLI",
     "SpikeTimeDropout",
+    "ConvLIF1D",
+    "ConvLIF2D",
+    "ConvCubaLIF1D",
+    "ConvCubaLIF2D",
+    "ConvLI1D",
+    "ConvLI2D",
+    "RepeatSteps",
+    "SumPooling1D",
+    "SumPooling2D",
+    "AveragePooling1D",
+    "AveragePooling2D",
+    "MaxPooling1D",
+    "MaxPooling2D",
+    "SpatialFlatten",
 ]

@@ -57,12 +57,30 @@ __all__ = [
 READOUT_MODES: tuple[str, ...] = ("max", "last", "mean", "sum")
 
 
-def _check_rank3(y_pred: tf.Tensor, where: str) -> None:
-    if y_pred.shape.rank != 3:
+def _as_readout(y_pred: tf.Tensor, where: str) -> tf.Tensor:
+    """``y_pred`` as ``[batch, time, classes]``, or a clear error.
+
+    A conv readout (``ConvLI2D``) whose maps have shrunk to one position,
+    ``[batch, time, 1, 1, classes]``, is taken as ``[batch, time, classes]``; larger maps are
+    refused with the ways to reduce them.
+    """
+    rank = y_pred.shape.rank
+    if rank is not None and rank > 3:
+        spatial = tuple(y_pred.shape[2:-1])
+        if all(dim == 1 for dim in spatial):
+            return tf.reshape(y_pred, tf.concat([tf.shape(y_pred)[:2], [-1]], 0))
+        raise ValueError(
+            f"{where}: `y_pred` must have shape [batch, time, classes], got the spike/membrane "
+            f"maps of a conv layer, shape {tuple(y_pred.shape)}; end the model with "
+            "keras_spiking.layers.SpatialFlatten() and a dense LI readout, or shrink the maps to "
+            "one position (a conv readout whose kernel covers the map, or pooling)"
+        )
+    if rank != 3:
         raise ValueError(
             f"{where}: `y_pred` must have shape [batch, time, classes], got shape "
             f"{tuple(y_pred.shape)}"
         )
+    return y_pred
 
 
 def _check_mode(mode: Any, where: str) -> str:
@@ -160,7 +178,7 @@ def readout(y_pred: Any, mode: str = "max") -> tf.Tensor:
     """
     mode = _check_mode(mode, "readout")
     y_pred = tf.convert_to_tensor(y_pred)
-    _check_rank3(y_pred, "readout")
+    y_pred = _as_readout(y_pred, "readout")
     return _reduce_time(y_pred, mode)
 
 
@@ -204,7 +222,7 @@ class _ReadoutCrossEntropy(_TimeMaskedLoss):
 
     def call(self, y_true, y_pred):
         where = type(self).__name__
-        _check_rank3(y_pred, where)
+        y_pred = _as_readout(y_pred, where)
         labels = _sparse_labels(y_true, where)
         logits = _reduce_time(y_pred, self._mode, getattr(self, "_mask", None))
         if self.scale != 1.0:
@@ -362,7 +380,7 @@ class MembraneMSE(_TimeMaskedLoss):
 
     def call(self, y_true, y_pred):
         where = type(self).__name__
-        _check_rank3(y_pred, where)
+        y_pred = _as_readout(y_pred, where)
         labels = _sparse_labels(y_true, where)
         mean_u = _reduce_time(y_pred, "mean", getattr(self, "_mask", None))
         target = tf.one_hot(
@@ -384,7 +402,7 @@ def _readout_accuracy(
 ) -> tf.Tensor:
     where = "SparseReadoutAccuracy"
     y_pred = tf.convert_to_tensor(y_pred)
-    _check_rank3(y_pred, where)
+    y_pred = _as_readout(y_pred, where)
     labels = _sparse_labels(y_true, where)
     predicted = tf.argmax(_reduce_time(y_pred, mode, mask), axis=-1, output_type=tf.int32)
     return tf.cast(tf.equal(predicted, labels), keras.config.floatx())

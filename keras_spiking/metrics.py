@@ -74,6 +74,20 @@ def _has_spiking(model: keras.Model) -> bool:
     )
 
 
+def _flat_neurons(layer: keras.layers.Layer, outputs: np.ndarray) -> np.ndarray:
+    """A layer's outputs with its neurons on one last axis.
+
+    A conv layer's spike maps ``[..., *spatial, filters]`` are flattened row-major to
+    ``[..., neurons]`` (the order of its states); other layers' outputs are returned as they
+    are.
+    """
+    cell = getattr(layer, "cell", None)
+    map_shape = getattr(cell, "map_shape", None)
+    if map_shape is None:
+        return outputs
+    return outputs.reshape(*outputs.shape[: outputs.ndim - len(map_shape)], -1)
+
+
 def spiking_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The spiking layers of a model, in layer order, looking inside nested models.
 
@@ -278,12 +292,15 @@ def spike_trains(model: keras.Model, x) -> dict[str, np.ndarray]:
 
     Returns:
         Per spiking layer name, its 0/1 events (output > 0) as a NumPy array
-        ``[batch, time, units]``.
+        ``[batch, time, units]`` (a conv layer's maps flattened to ``units = positions x
+        filters``, row-major over ``[*spatial, filters]``).
     """
     names = _checked_names(model)
+    layers = spiking_layers(model)
     spikes, _ = _probe_function(model, with_output=False)(_prepare_inputs(model, x))
     return {
-        name: _events(keras.ops.convert_to_numpy(s)) for name, s in zip(names, spikes, strict=True)
+        name: _flat_neurons(layer, _events(keras.ops.convert_to_numpy(s)))
+        for name, layer, s in zip(names, layers, spikes, strict=True)
     }
 
 
@@ -299,14 +316,16 @@ def _spike_counts(
     if batch_size is not None:
         batch_size = _validation.positive_int("batch_size", batch_size, "firing_rates")
     names = _checked_names(model)
+    layers = spiking_layers(model)
     run = _probe_function(model, with_output=False)
     x = _prepare_inputs(model, x)
     counts: dict[str, np.ndarray] = {}
     steps = dict.fromkeys(names, 0)
     for batch in _batches(x, batch_size):
         spikes, _ = run(batch)
-        for name, s in zip(names, spikes, strict=True):
+        for name, layer, s in zip(names, layers, spikes, strict=True):
             s = _events(keras.ops.convert_to_numpy(s)).astype("float64")
+            s = _flat_neurons(layer, s)  # conv maps: [..., neurons]
             s = s.reshape(-1, s.shape[-1])  # [batch * time, units]
             counts[name] = counts.get(name, 0.0) + s.sum(axis=0)
             steps[name] += s.shape[0]

@@ -67,10 +67,12 @@ def step_loop(step, inputs, states, mask=None, *, units: int):
     if inputs.shape[1] == 0:  # no step: the states pass through
         return tf.zeros(tf.stack([tf.shape(inputs)[0], 0, units]), inputs.dtype), list(states)
     steps = tf.shape(inputs)[1]
-    # element shapes give the per-step tensors their static widths
+    # element shapes give the per-step tensors their static widths (any per-step rank: a conv
+    # layer's steps are [batch, *spatial, channels])
+    time_major = [1, 0, *range(2, inputs.shape.rank)]
     inputs_tm = tf.TensorArray(
-        inputs.dtype, size=steps, element_shape=[None, inputs.shape[-1]]
-    ).unstack(tf.transpose(inputs, [1, 0, 2]))
+        inputs.dtype, size=steps, element_shape=[None, *inputs.shape[2:]]
+    ).unstack(tf.transpose(inputs, time_major))
     keep_tm = None if mask is None else tf.transpose(tf.cast(mask, tf.bool), [1, 0])[..., None]
     outputs = tf.TensorArray(inputs.dtype, size=steps, element_shape=[None, units])
 
@@ -266,6 +268,11 @@ class SpikingSequence(keras.layers.Layer):
         self.cell.build(input_shape)
         # the rank is checked in `call` with our own message; Keras checks the feature axis
         self.input_spec = keras.layers.InputSpec(axes={-1: input_shape[-1]})
+        self._build_stored_states(input_shape)
+        self.built = True
+
+    def _build_stored_states(self, input_shape) -> None:
+        """The stored states of a ``stateful`` layer, ``[batch, units]`` each (else nothing)."""
         if self.stateful:
             if input_shape[0] is None:
                 raise ValueError(
@@ -281,7 +288,6 @@ class SpikingSequence(keras.layers.Layer):
                 for name in self.state_names
             ]
             self._stored_states = _StoredStates(states)
-        self.built = True
 
     def reset_state(self) -> None:
         """Sets the stored states of a ``stateful`` layer back to zero."""
@@ -366,10 +372,13 @@ class SpikingSequence(keras.layers.Layer):
         batch = tf.shape(inputs)[0]
         return [tf.zeros([batch, self.units], self.compute_dtype) for _ in self.state_names]
 
+    #: rank of one step of the input, ``[batch, features]`` (a conv layer's is higher)
+    _step_rank = 2
+
     def call(self, inputs, initial_state=None, mask=None, training=None):
         one_step = self._one_step(inputs)
         if one_step:
-            inputs = inputs[:, None, :]
+            inputs = tf.expand_dims(inputs, 1)
         if self.go_backwards:
             inputs = tf.reverse(inputs, [1])
             mask = None if mask is None else tf.reverse(mask, [1])
@@ -384,7 +393,7 @@ class SpikingSequence(keras.layers.Layer):
     def _one_step(self, inputs) -> bool:
         """Whether a rank-2 input is one step of a stateful layer (else rank 2 is refused)."""
         rank = getattr(inputs, "shape", None)
-        if rank is None or len(inputs.shape) != 2:
+        if rank is None or len(inputs.shape) != self._step_rank:
             return False
         if self.stateful:
             return True

@@ -34,6 +34,7 @@ see :mod:`keras_spiking._op_library` for the cache) or ahead of time with
 from __future__ import annotations
 
 from keras_spiking import _deprecation
+from keras_spiking.ops.conv import conv_input
 from keras_spiking.ops.dispatch import (
     DENSITY_CUTOFF,
     KERNEL_DTYPES,
@@ -51,7 +52,6 @@ from keras_spiking.ops.dispatch import (
     kernels_for_call,
     supports,
 )
-from keras_spiking.ops.conv import conv_input
 from keras_spiking.ops.eventprop_kernels import (
     eventprop_backward,
     eventprop_readout_forward,
