@@ -57,7 +57,7 @@ from pathlib import Path
 import tensorflow as tf
 
 LIBRARY_NAME = "_keras_spiking_ops.so"
-SOURCES = ("sparse_spike_matmul.cc", "neuron_scan.cc", "eventprop.cc")
+SOURCES = ("sparse_spike_matmul.cc", "neuron_scan.cc", "eventprop.cc", "event_conv.cc")
 HEADERS = ("common.h",)
 # -fno-math-errno lets g++ vectorise exp() (glibc's vector math); the kernels never read errno
 BASE_FLAGS = ("-shared", "-fPIC", "-O3", "-fno-math-errno", "-w")

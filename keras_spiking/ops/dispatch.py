@@ -54,6 +54,16 @@ MIN_EVENT_OUTPUTS = 16
 NARROW_OUTPUTS = 64
 NARROW_DENSITY_CUTOFF = 0.04
 DENSITY_SAMPLE_ROWS = 64
+# Event-driven convolution (keras_spiking.ops.conv.conv_input): below these fractions of
+# nonzero inputs the event kernel replaces tf.nn.convolution (forward and weight gradient).
+# Measured with benchmarks/event_conv.py on an "AMD EPYC" (as /proc/cpuinfo names it; AVX-512),
+# 2 threads, N = 320, 5x5 valid, float32, forward + weight gradient against oneDNN:
+# 12x12x15 -> 40: 4.5-5.7x faster at 1 %, 2.6-2.7x at 5 %, even (1.04-1.06x) at 20 %, 0.55x
+# at 50 %; 28x28x1 -> 15: 2.3x at 1 %, 1.1x at 5 %, 0.57x at 20 %. With few input channels the
+# dense convolution does little per output, so the event kernel wins only at lower densities.
+CONV_DENSITY_CUTOFF = 0.15
+CONV_FEW_CHANNELS = 8
+CONV_FEW_CHANNELS_DENSITY_CUTOFF = 0.05
 
 _active_counters: list[collections.Counter] = []
 
@@ -235,6 +245,13 @@ def density_cutoff(n_out: int | None) -> float:
     if n_out < MIN_EVENT_OUTPUTS:
         return 0.0
     return NARROW_DENSITY_CUTOFF
+
+
+def conv_density_cutoff(channels: int | None) -> float:
+    """Input density below which the event conv kernel runs, by the input channel count."""
+    if channels is not None and channels < CONV_FEW_CHANNELS:
+        return CONV_FEW_CHANNELS_DENSITY_CUTOFF
+    return CONV_DENSITY_CUTOFF
 
 
 def as_matrix(x):
