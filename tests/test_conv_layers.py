@@ -475,3 +475,33 @@ def test_conv_cell_reports_output_geometry():
     cell = conv_cells.ConvLIFCell(4, rank=2, kernel_size=3, strides=2, padding="same")
     assert cell.output_map_shape((9, 8, 2)) == (5, 4, 4)
     assert conv_cells.conv_output_length(9, 3, 1, 2, "valid") == 5
+
+
+@pytest.mark.parametrize(
+    "density, expected", [(0.02, "conv_input/events"), (0.6, "conv_input/dense")]
+)
+def test_conv_layer_picks_the_event_kernel_by_input_density(rng, density, expected):
+    """In a training call the conv input takes the C++ event kernel on sparse spike maps (and
+    tf.nn.convolution on dense ones); both give the dense path's spikes and gradients."""
+    x = (rng.uniform(size=(4, 5, 12, 12, 16)) < density).astype("float32")
+    results = []
+    for use in (True, False):
+        layer = ks.layers.ConvLIF2D(
+            8,
+            3,
+            use_custom_ops=use,
+            kernel_initializer=keras.initializers.RandomNormal(0.0, 0.4, seed=4),
+        )
+        with ks.ops.count_kernel_calls() as calls, tf.GradientTape() as tape:
+            out = layer(x, training=True)
+            loss = tf.reduce_sum(out * tf.range(1.0, 9.0))
+        grad = tape.gradient(loss, layer.trainable_weights)[0]
+        results.append((out.numpy(), grad.numpy()))
+        if use:
+            assert calls[expected] == 1 and sum(calls.values()) >= 2, dict(calls)
+        else:
+            assert dict(calls) == {"conv_input/dense": 1}  # pure TF: no kernel of any kind
+    assert 0 < results[0][0].mean() < 1
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    # float32 sums in another order (event scatter vs oneDNN): relative ~1e-6 of the largest
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-4)
