@@ -16,6 +16,10 @@ pieces in :mod:`keras_spiking.export._registry` (a layer a target cannot express
 * :func:`to_nir` / :func:`from_nir` (``nir_graph``): the neuromorphic intermediate
   representation.
 
+Conv networks (``ConvLIF1D/2D``, ``ConvCubaLIF1D/2D``, ``ConvLI1D/2D``, the spike-map pooling
+layers, ``SpatialFlatten``, a leading ``RepeatSteps``) export to every target; what a target
+cannot express (max pooling and grouped convs in NIR, ...) raises ExportError naming the layer.
+
 The command line ``keras-spiking export MODEL.keras --to TARGET -o OUT`` is :mod:`.cli`.
 Modules are imported on first use, so ``import keras_spiking`` never needs the export extras.
 """

@@ -13,8 +13,10 @@ Targets:
 * ``nir``: an NIR file (HDF5) for neuromorphic toolchains.
 
 ``--calibration`` is a ``.npy`` file of representative inputs ``[samples, time, features]``
-(a few hundred samples of the training data). The exit status is 0 on success, 2 for a bad
-argument or a model the target cannot express (the message says which layer and why).
+(a few hundred samples of the training data; conv models: ``[samples, time, *spatial,
+channels]``, or ``[samples, *spatial, channels]`` when the model starts with
+``RepeatSteps``). The exit status is 0 on success, 2 for a bad argument or a model the
+target cannot express (the message says which layer and why).
 """
 
 from __future__ import annotations
@@ -62,9 +64,11 @@ def _load_calibration(path: str | None, target: str):
     if not os.path.isfile(path):
         raise ValueError(f"--calibration: no such file {path!r}")
     data = np.load(path)
-    if data.ndim != 3 or data.shape[0] == 0:
+    if data.ndim < 3 or data.shape[0] == 0:
         raise ValueError(
-            f"--calibration: expected an array [samples, time, features], got shape {data.shape}"
+            "--calibration: expected an array [samples, time, features] (conv models: "
+            "[samples, time, *spatial, channels], or [samples, *spatial, channels] after a "
+            f"leading RepeatSteps), got shape {data.shape}"
         )
     return data.astype("float32")
 

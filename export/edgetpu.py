@@ -11,7 +11,10 @@ requirements above it):
   or shape parameters);
 * tensor sizes constant at compile time (no dynamic dimension);
 * tensors of 1, 2 or 3 dimensions (a tensor of more dimensions may only have size 1 outside
-  its innermost three);
+  its innermost three); the constant 4-D filters of ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` /
+  ``TRANSPOSE_CONV`` (``[out, kh, kw, in]``, which those operators take by definition) are
+  exempt: the limit is on the activations, and a conv network's maps ``[1, H, W, C]`` (batch 1)
+  meet it;
 * operators from the supported set (:data:`SUPPORTED`), with the per-operator limits that
   matter for our graphs (``PACK`` not on the batch axis; ``FULLY_CONNECTED`` with a
   one-dimensional output, i.e. batch 1).
@@ -146,7 +149,14 @@ def _type_names() -> dict[int, str]:
     return {v: k for k, v in vars(schema.TensorType).items() if isinstance(v, int)}
 
 
-def _tensor_problems(tensor, constant: bool, role: str, types: dict[int, str]) -> list[str]:
+# operators whose constant filter is 4-D by nature ([out, kh, kw, in]); the rank limit is on
+# the activations they map
+_FILTER_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"}
+
+
+def _tensor_problems(
+    tensor, constant: bool, role: str, types: dict[int, str], filter_op: bool = False
+) -> list[str]:
     problems = []
     name = (tensor.name or b"").decode(errors="replace")
     kind = types.get(tensor.type, str(tensor.type))
@@ -156,7 +166,7 @@ def _tensor_problems(tensor, constant: bool, role: str, types: dict[int, str]) -
     if signature is not None and np.any(np.asarray(signature) < 0):
         problems.append(f"{role} {name!r} has a dynamic shape {list(signature)}")
     shape = [] if tensor.shape is None else [int(d) for d in tensor.shape]
-    if len(shape) > 3 and any(d > 1 for d in shape[:-3]):
+    if len(shape) > 3 and any(d > 1 for d in shape[:-3]) and not (constant and filter_op):
         problems.append(f"{role} {name!r} has rank {len(shape)} with sizes {shape}")
     return problems
 
@@ -201,7 +211,9 @@ def edgetpu_report(model_bytes: bytes) -> EdgeTpuReport:
                     tensor = graph.tensors[index]
                     buffer = model.buffers[tensor.buffer] if tensor.buffer else None
                     constant = buffer is not None and buffer.data is not None
-                    problems += _tensor_problems(tensor, constant, role, types)
+                    problems += _tensor_problems(
+                        tensor, constant, role, types, filter_op=name in _FILTER_OPS
+                    )
             if name == "PACK" and op.builtinOptions is not None:
                 if getattr(op.builtinOptions, "axis", 0) == 0:
                     problems.append("PACK on the batch axis")

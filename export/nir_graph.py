@@ -67,10 +67,14 @@ What raises :class:`~keras_spiking.export.ExportError`
   membrane value: neither NIR's reset-to-value nor a feedback through the synapse expresses it)
   and CubaLIF with recurrent weights (our spikes enter the synapse in the step they are emitted,
   a NIR cycle delivers them one step later).
-* Layers with no NIR converter (``SRC``, convolutions, ``Dense``, ...), ``return_sequences=False``
+* Layers with no NIR converter (``SRC``, ``keras.layers.Conv2D``, ``Dense``, ...),
+  ``MaxPooling1D/2D`` (NIR has no max-pooling node), conv layers with ``groups > 1`` (NIR
+  1.0.8's type check reads a grouped conv's input as ``C / groups`` channels, so ``nir.read``
+  rejects the graph), a ``padding="same"`` that TF splits unevenly where NIR needs explicit
+  pads (strided convs, pooling), ``return_sequences=False``
   or ``return_state=True`` (a NIR graph maps whole input streams to whole output streams),
   models that are not a single chain, layers built with different ``dt``.
-* On import: NIR ``IF``/``I``/``CubaLI``/``Conv``/``Delay``/... nodes (``IF`` has no leak; our
+* On import: NIR ``IF``/``I``/``CubaLI``/``Delay``/... nodes (``IF`` has no leak; our
   ``LIF`` needs a finite ``tau_mem``), branches, a neuron node without a weight node before it,
   ``v_reset != 0``, a CubaLIF ``v_leak != 0``, inconsistent shapes.
 
@@ -83,6 +87,42 @@ kernel, bias and recurrent weights of each neuron; a LIF/LI ``v_leak`` becomes t
 ``(1 - beta) v_leak``; per-neuron thresholds ``theta_i`` of spiking neurons are divided out
 (``v_i -> v_i / theta_i`` scales weights and bias by ``1/theta_i``; spikes are unchanged) and
 the layer gets ``threshold=1``. Time constants are never changed.
+
+Conv networks
+-------------
+NIR is channels-first (PyTorch's layout, ``[C, *spatial]`` per step, no batch axis); our maps
+are channels-last (``[*spatial, C]``). Every node is written in NIR's layout and read back
+into ours, each a pure permutation, so the round trip is bit for bit:
+
+* ``ConvLIF1D/2D``, ``ConvCubaLIF1D/2D``, ``ConvLI1D/2D`` -> ``nir.Conv1d``/``nir.Conv2d``
+  (``weight [F, C, *k]`` = our kernel ``[*k, C, F]`` transposed; ``bias [F]``, zeros when the
+  layer has none, and a zero bias reads back as ``use_bias=False``; ``stride``, ``dilation``,
+  ``groups``; ``input_shape`` the spatial input size) followed by the neuron node of the
+  dense layer (LIF, the subtract-reset LIF subgraph, CubaLIF or LI, the same mapping as
+  above) whose parameters are per neuron, ``[F, *spatial_out]``, our per-filter values
+  broadcast over the positions. On import they must be constant over the positions of each
+  filter (our conv layers hold one per filter); per-filter thresholds are divided into that
+  filter's kernel and bias, as for the dense layers.
+* Padding: ``"valid"`` -> ``"valid"``; ``"same"`` of a stride-1 conv -> ``"same"`` (PyTorch
+  puts an odd total's extra pad after, as TF does); otherwise explicit pads, which exist only
+  where TF's split is even (else ExportError). Import maps ``"same"`` (stride 1), zero pads
+  and pads equal to TF's ``"same"`` split back; a ``"same"`` that pads nothing reads back
+  as ``"valid"`` (the same layer).
+* ``SumPooling2D`` / ``AveragePooling2D`` -> ``nir.SumPool2d`` / ``nir.AvgPool2d``
+  (``kernel_size``, ``stride``, ``padding`` as int pairs; average pooling divides by the
+  full window, padding included, as ours). NIR 1.0.8 has no 1-D pooling node:
+  ``SumPooling1D`` / ``AveragePooling1D`` are written as a ``nir.Conv1d`` from each channel
+  to itself with every weight 1 (or ``1 / window``), 0 across channels, no bias (not a
+  depthwise conv: see ``groups`` above), and read back as pooling: on import a conv node
+  with no neuron node after it must be such a conv (or the depthwise form).
+* ``SpatialFlatten`` -> ``nir.Flatten(start_dim=0)`` of the channels-first map, so its
+  features are ordered ``(c, *position)`` where ours are ``(*position, c)``; the columns of
+  the weight node after it are permuted to match, and permuted back on import.
+* A leading ``RepeatSteps(T)`` / ``RepeatVector(T)`` (a static input held for T steps) is
+  not a node: the graph maps input streams to output streams, and ``metadata[
+  "keras_spiking_repeat_steps"] = T`` tells :func:`from_nir` to put ``RepeatSteps(T)`` back.
+* The graph's Input and Output types are channels-first; feed a simulator ``[C, *spatial]``
+  per step and transpose a conv readout's output back.
 
 ``dt`` is stored in the graph's ``metadata["dt"]`` (seconds); :func:`from_nir` uses its ``dt``
 argument if given (re-discretising the continuous graph at that step), else the metadata.
@@ -98,7 +138,7 @@ import keras
 import nir
 import numpy as np
 
-from keras_spiking import cells, layers
+from keras_spiking import cells, conv_cells, conv_layers, layers, spike_maps
 from keras_spiking.export._registry import ExportError, converter, register
 
 TARGET = "nir"
@@ -170,50 +210,66 @@ def _weight_node(layer: layers.SpikingSequence) -> tuple[str, nir.NIRNode]:
     return "linear", nir.Linear(weight=weight)
 
 
-def _subgraph(nodes: dict[str, nir.NIRNode], edges: list[tuple[str, str]], n: int):
-    shape = np.array([n])
+def _subgraph(nodes: dict[str, nir.NIRNode], edges: list[tuple[str, str]], shape):
+    shape = np.array(shape).reshape(-1)
     return nir.NIRGraph(
         nodes={"input": nir.Input(input_type=shape), **nodes, "output": nir.Output(shape)},
         edges=edges,
     )
 
 
-@register(TARGET, layers.LI)
-def _convert_li(layer: layers.LI, dt: float) -> Pieces:
-    _check_sequence_layer(layer)
+def _dense_expand(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype="float64").copy()
+
+
+def _conv_expand(map_shape) -> Callable[[np.ndarray], np.ndarray]:
+    """Per-filter values ``[F]`` -> NIR's channels-first per-neuron array ``[F, *spatial]``."""
+    spatial = tuple(int(d) for d in map_shape[:-1])
+
+    def expand(values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype="float64").reshape(-1, *([1] * len(spatial)))
+        return np.broadcast_to(values, (values.shape[0], *spatial)).copy()
+
+    return expand
+
+
+def _li_node(layer, dt: float, expand) -> tuple[str, nir.NIRNode]:
     tau = _time_constant(layer.cell, "tau_mem")
-    node = nir.LI(tau=tau, r=1.0 / _one_minus_decay(tau, dt), v_leak=np.zeros_like(tau))
-    return [_weight_node(layer), ("li", node)]
+    node = nir.LI(
+        tau=expand(tau), r=expand(1.0 / _one_minus_decay(tau, dt)), v_leak=expand(0 * tau)
+    )
+    return ("li", node)
 
 
-@register(TARGET, layers.LIF)
-def _convert_lif(layer: layers.LIF, dt: float) -> Pieces:
-    _check_sequence_layer(layer)
+def _lif_node(layer, dt: float, expand) -> tuple[str, nir.NIRNode]:
     cell = layer.cell
     n = cell.units
     tau = _time_constant(cell, "tau_mem")
     one_minus_beta = _one_minus_decay(tau, dt)
-    r = 1.0 / one_minus_beta
+    r = expand(1.0 / one_minus_beta)
     theta = np.full(n, float(cell.threshold))
-    zeros = np.zeros(n)
+    zeros = expand(np.zeros(n))
+    shape = zeros.shape
     recurrent = None
-    if cell.recurrent_kernel is not None:
+    if getattr(cell, "recurrent_kernel", None) is not None:
         recurrent = nir.Linear(weight=_numpy(cell.recurrent_kernel).T.copy())
     if cell.reset == "zero":
-        lif = nir.LIF(tau=tau, r=r, v_leak=zeros, v_threshold=theta, v_reset=zeros.copy())
+        lif = nir.LIF(
+            tau=expand(tau), r=r, v_leak=zeros, v_threshold=expand(theta), v_reset=zeros.copy()
+        )
         if recurrent is None:
-            return [_weight_node(layer), ("lif", lif)]
+            return ("lif", lif)
         block = _subgraph(
             {"lif": lif, "w_rec": recurrent},
             [("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
-            n,
+            shape,
         )
-        return [_weight_node(layer), ("lif", block)]
+        return ("lif", block)
     # reset="subtract": leaky integrator + threshold + spike feedback of -beta * theta
     nodes = {
-        "li": nir.LI(tau=tau, r=r, v_leak=zeros),
-        "threshold": nir.Threshold(threshold=theta),
-        "reset": nir.Scale(scale=-(1.0 - one_minus_beta) * theta),
+        "li": nir.LI(tau=expand(tau), r=r, v_leak=zeros),
+        "threshold": nir.Threshold(threshold=expand(theta)),
+        "reset": nir.Scale(scale=expand(-(1.0 - one_minus_beta) * theta)),
     }
     edges = [
         ("input", "li"),
@@ -225,21 +281,19 @@ def _convert_lif(layer: layers.LIF, dt: float) -> Pieces:
     if recurrent is not None:
         nodes["w_rec"] = recurrent
         edges += [("threshold", "w_rec"), ("w_rec", "li")]
-    return [_weight_node(layer), ("lif", _subgraph(nodes, edges, n))]
+    return ("lif", _subgraph(nodes, edges, shape))
 
 
-@register(TARGET, layers.CubaLIF)
-def _convert_cuba_lif(layer: layers.CubaLIF, dt: float) -> Pieces:
-    _check_sequence_layer(layer)
+def _cuba_lif_node(layer, dt: float, expand) -> tuple[str, nir.NIRNode]:
     cell = layer.cell
     if cell.reset != "zero":
         raise ExportError(
-            f"nir export cannot express layer {layer.name!r} (CubaLIF) with "
+            f"nir export cannot express layer {layer.name!r} ({type(layer).__name__}) with "
             f"reset={cell.reset!r}: NIR's CubaLIF resets to v_reset, and our subtractive reset "
             "removes theta undecayed from the next membrane value, which no NIR feedback "
             "through the synapse reproduces; use reset='zero'"
         )
-    if cell.recurrent_kernel is not None:
+    if getattr(cell, "recurrent_kernel", None) is not None:
         raise ExportError(
             f"nir export cannot express layer {layer.name!r} (CubaLIF) with recurrent weights: "
             "our spikes S[n] enter the synaptic current I[n+1] in the step they are emitted, "
@@ -249,19 +303,203 @@ def _convert_cuba_lif(layer: layers.CubaLIF, dt: float) -> Pieces:
     tau_syn = _time_constant(cell, "tau_syn")
     tau_mem = _time_constant(cell, "tau_mem")
     node = nir.CubaLIF(
-        tau_syn=tau_syn,
-        tau_mem=tau_mem,
-        r=1.0 / _one_minus_decay(tau_mem, dt),
-        v_leak=np.zeros(n),
-        v_threshold=np.full(n, float(cell.threshold)),
-        v_reset=np.zeros(n),
-        w_in=1.0 / _one_minus_decay(tau_syn, dt),
+        tau_syn=expand(tau_syn),
+        tau_mem=expand(tau_mem),
+        r=expand(1.0 / _one_minus_decay(tau_mem, dt)),
+        v_leak=expand(np.zeros(n)),
+        v_threshold=expand(np.full(n, float(cell.threshold))),
+        v_reset=expand(np.zeros(n)),
+        w_in=expand(1.0 / _one_minus_decay(tau_syn, dt)),
     )
-    return [_weight_node(layer), ("cubalif", node)]
+    return ("cubalif", node)
+
+
+@register(TARGET, layers.LI)
+def _convert_li(layer: layers.LI, dt: float, **_) -> Pieces:
+    _check_sequence_layer(layer)
+    return [_weight_node(layer), _li_node(layer, dt, _dense_expand)]
+
+
+@register(TARGET, layers.LIF)
+def _convert_lif(layer: layers.LIF, dt: float, **_) -> Pieces:
+    _check_sequence_layer(layer)
+    return [_weight_node(layer), _lif_node(layer, dt, _dense_expand)]
+
+
+@register(TARGET, layers.CubaLIF)
+def _convert_cuba_lif(layer: layers.CubaLIF, dt: float, **_) -> Pieces:
+    _check_sequence_layer(layer)
+    return [_weight_node(layer), _cuba_lif_node(layer, dt, _dense_expand)]
+
+
+# --- conv networks (see "Conv networks" in the module docstring) ------------------------------
+
+
+def _channels_first(shape) -> tuple[int, ...]:
+    """Our channels-last step shape ``(*spatial, C)`` as NIR's ``(C, *spatial)``."""
+    shape = tuple(int(d) for d in shape)
+    return shape if len(shape) <= 1 else (shape[-1], *shape[:-1])
+
+
+def _same_pads(shape, window, strides, dilation=None) -> list[tuple[int, int]]:
+    """TF's ``"same"`` padding ``(before, after)`` per spatial axis (the extra one after)."""
+    dilation = dilation or (1,) * len(window)
+    pads = []
+    for size, k, stride, d in zip(shape, window, strides, dilation):
+        out = -(-int(size) // int(stride))
+        total = max((out - 1) * stride + (k - 1) * d + 1 - size, 0)
+        pads.append((total // 2, total - total // 2))
+    return pads
+
+
+def _nir_padding(name, kind, padding, spatial, window, strides, dilation=None):
+    """Our ``"valid"``/``"same"`` as a NIR (PyTorch-semantics) padding, or ExportError.
+
+    ``"valid"`` is no padding. ``"same"`` pads ``(before, after)`` as TF does (the extra one
+    after): NIR's (PyTorch's) string ``"same"`` is that split for a conv of stride 1; with
+    strides it is written as explicit symmetric pads, which exist only when TF's split is
+    symmetric.
+    """
+    rank = len(spatial)
+    if padding == "valid":
+        return "valid"
+    if kind == "conv" and all(s == 1 for s in strides):
+        return "same"
+    pads = _same_pads(spatial, window, strides, dilation)
+    if any(a != b for a, b in pads):
+        raise ExportError(
+            f"nir export cannot express layer {name!r} with padding='same' here: TF pads "
+            f"{pads} (before, after) for input {tuple(spatial)}, window {tuple(window)}, strides "
+            f"{tuple(strides)}; NIR (PyTorch semantics) pads both sides equally. Use "
+            "padding='valid', or an input size that makes the padding even"
+        )
+    return pads[0][0] if rank == 1 else tuple(a for a, _ in pads)
+
+
+def _conv_node(layer) -> tuple[str, nir.NIRNode]:
+    """The layer's convolution as ``nir.Conv1d`` / ``nir.Conv2d`` (channels-first weights)."""
+    cell = layer.cell
+    if int(cell.groups) != 1:
+        raise ExportError(
+            f"nir export cannot write layer {layer.name!r} with groups={cell.groups}: NIR "
+            "1.0.8 types a conv's input as weight.shape[1] = C / groups channels, so nir.read "
+            "rejects the graph it wrote (type mismatch); use groups=1"
+        )
+    kernel = _numpy(cell.kernel)  # Keras: [*k, C / groups, F]
+    rank = int(cell.rank)
+    # NIR (PyTorch): [F, C / groups, *k]
+    weight = np.transpose(kernel, (rank + 1, rank, *range(rank))).copy()
+    bias = np.zeros(weight.shape[0], kernel.dtype)
+    if cell.bias is not None:
+        bias = _numpy(cell.bias).copy()
+    spatial = tuple(int(d) for d in cell.input_map_shape[:-1])
+    padding = _nir_padding(
+        layer.name,
+        "conv",
+        cell.padding,
+        spatial,
+        cell.kernel_size,
+        cell.strides,
+        cell.dilation_rate,
+    )
+    if rank == 1:
+        node = nir.Conv1d(
+            input_shape=spatial[0],
+            weight=weight,
+            stride=int(cell.strides[0]),
+            padding=padding,
+            dilation=int(cell.dilation_rate[0]),
+            groups=int(cell.groups),
+            bias=bias,
+        )
+        return "conv1d", node
+    node = nir.Conv2d(
+        input_shape=spatial,
+        weight=weight,
+        stride=tuple(int(v) for v in cell.strides),
+        padding=padding,
+        dilation=tuple(int(v) for v in cell.dilation_rate),
+        groups=int(cell.groups),
+        bias=bias,
+    )
+    return "conv2d", node
+
+
+_CONV_NEURONS = {
+    conv_layers.ConvLI1D: _li_node,
+    conv_layers.ConvLI2D: _li_node,
+    conv_layers.ConvLIF1D: _lif_node,
+    conv_layers.ConvLIF2D: _lif_node,
+    conv_layers.ConvCubaLIF1D: _cuba_lif_node,
+    conv_layers.ConvCubaLIF2D: _cuba_lif_node,
+}
+
+
+@register(TARGET, *_CONV_NEURONS)
+def _convert_conv(layer, dt: float, **_) -> Pieces:
+    _check_sequence_layer(layer)
+    neuron = next(fn for cls, fn in _CONV_NEURONS.items() if isinstance(layer, cls))
+    return [_conv_node(layer), neuron(layer, dt, _conv_expand(layer.cell.map_shape))]
+
+
+@register(
+    TARGET,
+    spike_maps.SumPooling1D,
+    spike_maps.SumPooling2D,
+    spike_maps.AveragePooling1D,
+    spike_maps.AveragePooling2D,
+)
+def _convert_pooling(layer, dt: float, *, in_shape, **_) -> Pieces:
+    spatial, channels = tuple(in_shape[:-1]), int(in_shape[-1])
+    padding = _nir_padding(
+        layer.name, "pool", layer.padding, spatial, layer.pool_size, layer.strides
+    )
+    window = np.array(layer.pool_size)
+    if layer.rank == 2:
+        pads = np.zeros(2, int) if padding == "valid" else np.array(padding)
+        node_class = nir.SumPool2d if layer.mode == "sum" else nir.AvgPool2d
+        node = node_class(kernel_size=window, stride=np.array(layer.strides), padding=pads)
+        return [(f"{layer.mode[:3]}pool2d", node)]
+    # NIR 1.0.8 has no 1-D pooling node: a Conv1d whose weight is 1 (sum) or 1 / window
+    # (average) from each channel to itself and 0 across channels, no bias, computes the same
+    # per step, zero padding included (average pooling divides by the full window, as ours).
+    # Not a depthwise conv (groups = channels): NIR 1.0.8 types a grouped conv's input with
+    # C / groups channels, and nir.read rejects such a graph
+    value = 1.0 if layer.mode == "sum" else 1.0 / float(window[0])
+    weight = np.zeros((channels, channels, int(window[0])), np.float32)
+    weight[np.arange(channels), np.arange(channels), :] = value
+    node = nir.Conv1d(
+        input_shape=int(spatial[0]),
+        weight=weight,
+        stride=int(layer.strides[0]),
+        padding=padding,
+        dilation=1,
+        groups=1,
+        bias=np.zeros(channels, np.float32),
+    )
+    return [(f"{layer.mode[:3]}pool1d", node)]
+
+
+@register(TARGET, spike_maps.MaxPooling1D, spike_maps.MaxPooling2D)
+def _convert_max_pooling(layer, dt: float, **_) -> Pieces:
+    raise ExportError(
+        f"nir export cannot express layer {layer.name!r} ({type(layer).__name__}): NIR 1.0.8 "
+        "has no max-pooling node (its pooling nodes are SumPool2d and AvgPool2d); use "
+        "SumPooling or AveragePooling"
+    )
+
+
+@register(TARGET, spike_maps.SpatialFlatten)
+def _convert_flatten(layer, dt: float, *, in_shape, **_) -> Pieces:
+    # NIR is channels-first: its Flatten of [C, *spatial] orders the features (c, *position),
+    # ours (SpatialFlatten of [*spatial, C]) orders them (*position, c); to_nir permutes the
+    # columns of the weight node that follows, so that graph computes our values
+    shape = np.array(_channels_first(in_shape))
+    return [("flatten", nir.Flatten(input_type={"input": shape}, start_dim=0, end_dim=-1))]
 
 
 @register(TARGET, keras.layers.Dropout)
-def _convert_dropout(layer: keras.layers.Layer, dt: float) -> Pieces:
+def _convert_dropout(layer: keras.layers.Layer, dt: float, **_) -> Pieces:
     return []  # the identity at inference
 
 
@@ -341,32 +579,94 @@ def to_nir(model: keras.Model, *, dt: float | None = None) -> nir.NIRGraph:
         TypeError: ``model`` is not a ``keras.Model``.
     """
     chain = _chain(model)
+    repeat = None
+    if chain and isinstance(chain[0], (spike_maps.RepeatSteps, keras.layers.RepeatVector)):
+        first = chain.pop(0)
+        repeat = int(first.num_steps if hasattr(first, "num_steps") else first.n)
     converters = [converter(TARGET, layer) for layer in chain]  # unsupported layers raise here
     step = _graph_dt(chain, dt)
     input_shape = tuple(model.inputs[0].shape)
-    if len(input_shape) != 3 or input_shape[-1] is None:
+    step_shape = input_shape[1:] if repeat is not None else input_shape[2:]
+    if (
+        len(input_shape) < (2 if repeat is not None else 3)
+        or len(step_shape) not in (1, 2, 3)
+        or None in step_shape
+    ):
         raise ExportError(
-            f"nir export needs inputs of shape [batch, time, features] with known features, "
+            "nir export needs inputs of shape [batch, time, features] or [batch, time, "
+            "*spatial, channels] (1 or 2 spatial axes) with every axis after time known, "
             f"got {input_shape}"
         )
-    size = int(input_shape[-1])
-    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array([size]))}
+    shape = tuple(int(d) for d in step_shape)  # one step, ours (channels last)
+    nodes: dict[str, nir.NIRNode] = {
+        "input": nir.Input(input_type=np.array(_channels_first(shape)))
+    }
     edges: list[tuple[str, str]] = []
     previous = "input"
+    flattened = None  # our map shape before a SpatialFlatten whose features feed a weight
     for layer, convert in zip(chain, converters):
-        for suffix, node in convert(layer, step):
+        for suffix, node in convert(layer, step, in_shape=shape):
             key = f"{layer.name}_{suffix}"
             if key in nodes or key == "output":
                 raise ExportError(f"nir export: node name {key!r} is used twice")
+            if isinstance(node, nir.Flatten):
+                flattened = shape
+            elif flattened is not None and isinstance(node, (nir.Affine, nir.Linear)):
+                node.weight = _to_nir_feature_order(node.weight, flattened)
+                flattened = None
+            elif flattened is not None:
+                raise ExportError(
+                    f"nir export: layer {layer.name!r} follows a SpatialFlatten; only a dense "
+                    "neuron layer (its weights take the flattened features) may"
+                )
             nodes[key] = node
             edges.append((previous, key))
             previous = key
-            size = int(np.asarray(node.output_type["output"])[-1])
-    nodes["output"] = nir.Output(output_type=np.array([size]))
+        shape = _our_output_shape(layer, shape)
+    nodes["output"] = nir.Output(output_type=np.array(_channels_first(shape)))
     edges.append((previous, "output"))
-    return nir.NIRGraph(
-        nodes=nodes, edges=edges, metadata={"dt": step, "generator": "keras_spiking"}
-    )
+    metadata: dict[str, Any] = {"dt": step, "generator": "keras_spiking"}
+    if repeat is not None:
+        metadata[REPEAT_KEY] = repeat
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+REPEAT_KEY = "keras_spiking_repeat_steps"
+"""Metadata entry of a graph whose model held a static input for T steps (a leading
+``RepeatSteps(T)`` or ``RepeatVector(T)``): the graph itself maps input streams to output
+streams (its input is one step); :func:`from_nir` puts ``RepeatSteps(T)`` back in front."""
+
+
+def _our_output_shape(layer, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """One step's output shape (channels last, no batch/time) of a chain layer."""
+    if isinstance(layer, keras.layers.Dropout):
+        return shape
+    out = layer.compute_output_shape((1, 1, *shape))
+    if isinstance(out, (list, tuple)) and out and isinstance(out[0], (list, tuple)):
+        out = out[0]
+    return tuple(int(d) for d in tuple(out)[2:])
+
+
+def _to_nir_feature_order(weight: np.ndarray, map_shape) -> np.ndarray:
+    """Weight columns from our flattened ``(*position, c)`` order to NIR's ``(c, *position)``."""
+    weight = np.asarray(weight)
+    rank = len(map_shape)
+    if rank == 1:
+        return weight
+    columns = weight.reshape(weight.shape[0], *map_shape)  # [out, *spatial, C]
+    order = (0, rank, *range(1, rank))  # [out, C, *spatial]
+    return np.transpose(columns, order).reshape(weight.shape[0], -1).copy()
+
+
+def _from_nir_feature_order(kernel: np.ndarray, map_shape) -> np.ndarray:
+    """Kernel rows ``[in, out]`` from NIR's ``(c, *position)`` order to ours."""
+    rank = len(map_shape)
+    if rank == 1:
+        return kernel
+    nir_shape = _channels_first(map_shape)
+    rows = kernel.reshape(*nir_shape, kernel.shape[1])  # [C, *spatial, out]
+    order = (*range(1, rank), 0, rank)  # [*spatial, C, out]
+    return np.transpose(rows, order).reshape(-1, kernel.shape[1]).copy()
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,7 +735,11 @@ def _vector(value, n: int, name: str, key: str) -> np.ndarray:
 
 
 class _Spec:
-    """Everything one of our layers needs, in our units: built up from NIR nodes."""
+    """Everything one of our layers needs, in our units: built up from NIR nodes.
+
+    A conv layer's spec (``conv`` set) holds the Keras conv kernel ``[*k, C / groups, F]``,
+    its ``units`` are its filters and its per-neuron parameters are read per filter.
+    """
 
     def __init__(self, kind: str, key: str, weight: np.ndarray, bias: np.ndarray | None):
         self.kind, self.key = kind, key
@@ -445,10 +749,39 @@ class _Spec:
         self.taus: dict[str, np.ndarray] = {}
         self.threshold = 1.0
         self.reset = "zero"
+        self.conv: dict[str, Any] | None = None  # conv arguments of the Keras layer
+        self.map_shape: tuple[int, ...] = ()  # conv: one step's output [*spatial_out, F]
 
     @property
     def units(self) -> int:
-        return self.kernel.shape[1]
+        return self.kernel.shape[-1]
+
+    def vector(self, value, name: str, key: str) -> np.ndarray:
+        """A neuron parameter as ``[units]``: per neuron (dense) or per filter (conv).
+
+        A conv layer's NIR parameter is ``[F, *spatial_out]`` (channels first) or broadcasts
+        to it; our conv layers hold one value per filter, so it must not vary over positions.
+        """
+        if self.conv is None:
+            return _vector(value, self.units, name, key)
+        array = np.asarray(value, dtype="float64")
+        spatial = self.map_shape[:-1]
+        full = (self.units, *spatial)
+        if array.ndim == 1 and array.size == self.units:
+            array = array.reshape(-1, *([1] * len(spatial)))
+        try:
+            per_filter = np.broadcast_to(array, full).reshape(self.units, -1)
+        except ValueError:
+            raise ExportError(
+                f"from_nir: node {key!r}: `{name}` has shape {array.shape}, expected {full} "
+                "(filters, *spatial) or one value per filter"
+            ) from None
+        if np.any(per_filter != per_filter[:, :1]):
+            raise ExportError(
+                f"from_nir: node {key!r}: `{name}` varies over the positions of a filter; "
+                "keras_spiking's conv layers hold one value per filter"
+            )
+        return per_filter[:, 0].copy()
 
     def scale_inputs(self, gain: np.ndarray) -> None:
         """Multiplies every input current of neuron ``i`` by ``gain[i]`` (exactly 1 skipped)."""
@@ -483,14 +816,13 @@ def _check_zero(value: np.ndarray, name: str, key: str, why: str) -> None:
 
 def _leaky(spec: _Spec, node, key: str, dt: float, tau_name: str) -> np.ndarray:
     """Sets ``tau`` and folds ``r (1 - beta)`` and ``v_leak`` of a LI/LIF node; returns beta."""
-    n = spec.units
-    tau = _vector(node.tau, n, "tau", key)
+    tau = spec.vector(node.tau, "tau", key)
     if np.any(~np.isfinite(tau)) or np.any(tau <= 0):
         raise ExportError(f"from_nir: node {key!r}: tau must be finite and > 0, got {tau}")
     one_minus_beta = _one_minus_decay(tau, dt)
     spec.taus[tau_name] = tau
-    spec.scale_inputs(_vector(node.r, n, "r", key) * one_minus_beta)
-    spec.add_bias(one_minus_beta * _vector(node.v_leak, n, "v_leak", key))
+    spec.scale_inputs(spec.vector(node.r, "r", key) * one_minus_beta)
+    spec.add_bias(one_minus_beta * spec.vector(node.v_leak, "v_leak", key))
     return 1.0 - one_minus_beta
 
 
@@ -531,6 +863,11 @@ def _lif_block(spec: _Spec, block: nir.NIRGraph, key: str, dt: float) -> None:
             f"from_nir: subgraph {key!r} has edges {sorted(got)}, expected {sorted(expected)}"
         )
     n = spec.units
+    if recurrent and spec.conv is not None:
+        raise ExportError(
+            f"from_nir: subgraph {key!r} has a recurrent weight after a conv node; "
+            "keras_spiking's conv layers have no recurrent weights"
+        )
     if recurrent:
         weight = np.asarray(block.nodes[recurrent[0]].weight)
         if weight.shape != (n, n):
@@ -542,9 +879,9 @@ def _lif_block(spec: _Spec, block: nir.NIRGraph, key: str, dt: float) -> None:
     node = block.nodes[neuron]
     beta = _leaky(spec, node, f"{key}.{neuron}", dt, "tau_mem")
     if thresholds:
-        theta = _vector(block.nodes[spikes].threshold, n, "threshold", f"{key}.{spikes}")
-        removed = -_vector(block.nodes[resets[0]].scale, n, "scale", f"{key}.{resets[0]}")
-        removed = removed * _vector(node.r, n, "r", key) * (1.0 - beta)  # in our units
+        theta = spec.vector(block.nodes[spikes].threshold, "threshold", f"{key}.{spikes}")
+        removed = -spec.vector(block.nodes[resets[0]].scale, "scale", f"{key}.{resets[0]}")
+        removed = removed * spec.vector(node.r, "r", key) * (1.0 - beta)  # in our units
         if not np.allclose(removed, beta * theta, rtol=_RESET_RTOL, atol=0.0):
             raise ExportError(
                 f"from_nir: subgraph {key!r}: the feedback {resets[0]!r} removes {removed} per "
@@ -553,41 +890,40 @@ def _lif_block(spec: _Spec, block: nir.NIRGraph, key: str, dt: float) -> None:
         spec.reset = "subtract"
         spec.set_threshold(theta)
     else:
-        _check_zero(_vector(node.v_reset, n, "v_reset", key), "v_reset", key, "reset to zero")
+        _check_zero(spec.vector(node.v_reset, "v_reset", key), "v_reset", key, "reset to zero")
         spec.reset = "zero"
-        spec.set_threshold(_vector(node.v_threshold, n, "v_threshold", key))
+        spec.set_threshold(spec.vector(node.v_threshold, "v_threshold", key))
 
 
 def _neuron(spec: _Spec, node, key: str, dt: float) -> None:
     """Fills ``spec`` from the neuron node (or subgraph) that follows the weights."""
-    n = spec.units
     if isinstance(node, nir.NIRGraph):
         spec.kind = "LIF"
         _lif_block(spec, node, key, dt)
     elif isinstance(node, nir.LIF):
         spec.kind = "LIF"
         _leaky(spec, node, key, dt, "tau_mem")
-        _check_zero(_vector(node.v_reset, n, "v_reset", key), "v_reset", key, "reset to zero")
-        spec.set_threshold(_vector(node.v_threshold, n, "v_threshold", key))
+        _check_zero(spec.vector(node.v_reset, "v_reset", key), "v_reset", key, "reset to zero")
+        spec.set_threshold(spec.vector(node.v_threshold, "v_threshold", key))
     elif isinstance(node, nir.LI):
         spec.kind = "LI"
         _leaky(spec, node, key, dt, "tau_mem")
     elif isinstance(node, nir.CubaLIF):
         spec.kind = "CubaLIF"
-        tau_syn = _vector(node.tau_syn, n, "tau_syn", key)
-        tau_mem = _vector(node.tau_mem, n, "tau_mem", key)
+        tau_syn = spec.vector(node.tau_syn, "tau_syn", key)
+        tau_mem = spec.vector(node.tau_mem, "tau_mem", key)
         for name, tau in (("tau_syn", tau_syn), ("tau_mem", tau_mem)):
             if np.any(~np.isfinite(tau)) or np.any(tau <= 0):
                 raise ExportError(f"from_nir: node {key!r}: {name} must be finite > 0, got {tau}")
         spec.taus = {"tau_syn": tau_syn, "tau_mem": tau_mem}
         _check_zero(
-            _vector(node.v_leak, n, "v_leak", key), "v_leak", key, "our bias enters the synapse"
+            spec.vector(node.v_leak, "v_leak", key), "v_leak", key, "our bias enters the synapse"
         )
-        _check_zero(_vector(node.v_reset, n, "v_reset", key), "v_reset", key, "reset to zero")
-        gain = _vector(node.w_in, n, "w_in", key) * _one_minus_decay(tau_syn, dt)
-        gain = gain * _vector(node.r, n, "r", key) * _one_minus_decay(tau_mem, dt)
+        _check_zero(spec.vector(node.v_reset, "v_reset", key), "v_reset", key, "reset to zero")
+        gain = spec.vector(node.w_in, "w_in", key) * _one_minus_decay(tau_syn, dt)
+        gain = gain * spec.vector(node.r, "r", key) * _one_minus_decay(tau_mem, dt)
         spec.scale_inputs(gain)
-        spec.set_threshold(_vector(node.v_threshold, n, "v_threshold", key))
+        spec.set_threshold(spec.vector(node.v_threshold, "v_threshold", key))
     else:
         hint = (
             " (IF has no leak; our LIF needs a finite tau_mem)" if isinstance(node, nir.IF) else ""
@@ -608,8 +944,157 @@ def _build(spec: _Spec, dt: float, name: str) -> layers.SpikingSequence:
         options.update(
             threshold=spec.threshold, reset=spec.reset, recurrent=spec.recurrent is not None
         )
+    if spec.conv is not None:
+        options.pop("recurrent", None)
+        rank = len(spec.conv["kernel_size"])
+        layer_class = getattr(conv_layers, f"Conv{spec.kind}{rank}D")
+        return layer_class(spec.units, **spec.conv, **taus, **options)
     layer_class: Callable[..., layers.SpikingSequence] = getattr(layers, spec.kind)
     return layer_class(spec.units, **taus, **options)
+
+
+def _ints(value, rank: int, name: str, key: str) -> tuple[int, ...]:
+    """An int or ``rank`` ints (a NIR stride, dilation, kernel size) as a tuple."""
+    array = np.asarray(value).reshape(-1)
+    if array.size == 1:
+        array = np.repeat(array, rank)
+    if array.size != rank or np.any(array != np.round(array)):
+        raise ExportError(f"from_nir: node {key!r}: `{name}` {value!r} is not {rank} ints")
+    return tuple(int(v) for v in array)
+
+
+def _our_padding(padding, spatial, window, strides, dilation, key: str) -> str:
+    """A NIR (PyTorch-semantics) padding as our ``"valid"`` / ``"same"``, or ExportError."""
+    if isinstance(padding, bytes):
+        padding = padding.decode()
+    if isinstance(padding, str):
+        if padding == "valid":
+            return "valid"
+        if padding == "same" and all(s == 1 for s in strides):
+            return "same"  # PyTorch's "same" (stride 1) splits as TF does
+        raise ExportError(
+            f"from_nir: node {key!r}: padding {padding!r} with strides {strides} has no "
+            "keras_spiking equivalent"
+        )
+    pads = _ints(padding, len(spatial), "padding", key)
+    if all(p == 0 for p in pads):
+        return "valid"
+    same = _same_pads(spatial, window, strides, dilation)
+    if all(a == b == p for (a, b), p in zip(same, pads)):
+        return "same"
+    raise ExportError(
+        f"from_nir: node {key!r}: padding {pads} is neither none nor TF's 'same' padding "
+        f"{same} for input {tuple(spatial)}; keras_spiking's layers take 'valid' or 'same'"
+    )
+
+
+def _conv_spec(node, key: str, shape: tuple[int, ...]) -> _Spec:
+    """A Conv1d / Conv2d node as a conv layer's spec (the neuron node follows)."""
+    rank = 1 if isinstance(node, nir.Conv1d) else 2
+    if len(shape) != rank + 1:
+        raise ExportError(
+            f"from_nir: node {key!r} ({type(node).__name__}) takes maps with {rank} spatial "
+            f"axes, got steps of shape {_channels_first(shape)} (channels first)"
+        )
+    weight = np.asarray(node.weight)  # [F, C / groups, *k]
+    groups = int(node.groups)
+    if weight.ndim != rank + 2 or weight.shape[1] * groups != shape[-1]:
+        raise ExportError(
+            f"from_nir: node {key!r}: weight has shape {weight.shape} with groups={groups}, "
+            f"expected (filters, {shape[-1]} / groups, *kernel)"
+        )
+    bias = np.asarray(node.bias).reshape(-1)
+    if bias.shape != (weight.shape[0],):
+        raise ExportError(
+            f"from_nir: node {key!r}: bias has shape {bias.shape}, expected ({weight.shape[0]},)"
+        )
+    kernel_size = tuple(int(k) for k in weight.shape[2:])
+    strides = _ints(node.stride, rank, "stride", key)
+    dilation = _ints(node.dilation, rank, "dilation", key)
+    spatial = shape[:-1]
+    padding = _our_padding(node.padding, spatial, kernel_size, strides, dilation, key)
+    spec = _Spec("", key, np.zeros((1, 1)), None if not np.any(bias) else bias.copy())
+    # Keras: [*k, C / groups, F]
+    spec.kernel = np.transpose(weight, (*range(2, rank + 2), 1, 0)).copy()
+    spec.conv = {
+        "kernel_size": kernel_size,
+        "strides": strides,
+        "padding": padding,
+        "dilation_rate": dilation,
+        "groups": groups,
+    }
+    out = [
+        conv_cells.conv_output_length(n, k, st, d, padding)
+        for n, k, st, d in zip(spatial, kernel_size, strides, dilation)
+    ]
+    spec.map_shape = (*out, weight.shape[0])
+    return spec
+
+
+def _pooling_from_conv(spec: _Spec, channels: int) -> keras.layers.Layer:
+    """A conv node with no neuron node after it: a per-channel uniform conv is a pooling layer.
+
+    (:func:`to_nir` writes 1-D pooling so, NIR 1.0.8 having no 1-D pooling node.) Read:
+    every weight 1 (sum) or 1 / window (average) from each channel to itself, 0 across
+    channels (``groups=1``), or a depthwise conv (``groups`` = channels) of those weights; no
+    bias, no dilation.
+    """
+    conv = spec.conv
+    kernel = spec.kernel  # [*k, C / groups, F]
+    window = int(np.prod(conv["kernel_size"]))
+    mode = None
+    rank = len(conv["kernel_size"])
+    for name, value in (("Sum", 1.0), ("Average", float(np.float32(1.0 / window)))):
+        if conv["groups"] == channels == spec.units and kernel.shape[-2] == 1:
+            expected = np.full(kernel.shape, value)
+        elif conv["groups"] == 1 and kernel.shape[-2:] == (channels, channels):
+            expected = np.zeros(kernel.shape)
+            expected[..., np.arange(channels), np.arange(channels)] = value
+        else:
+            break
+        # ours: float32 weights of exactly 1 or float32(1 / window); another tool's float64
+        # 1 / window is taken within float32 rounding
+        if np.array_equal(kernel, expected) or (
+            name == "Average" and np.allclose(kernel, expected, rtol=1e-7, atol=0)
+        ):
+            mode = name
+            break
+    if (
+        mode is None
+        or spec.bias is not None
+        or spec.units != channels
+        or any(d != 1 for d in conv["dilation_rate"])
+    ):
+        raise ExportError(
+            f"from_nir: conv node {spec.key!r} has no neuron node after it; keras_spiking "
+            "reads such a node only as pooling (each channel to itself with every weight 1 "
+            "or 1 / window, 0 across channels, no bias, no dilation)"
+        )
+    layer_class = getattr(spike_maps, f"{mode}Pooling{rank}D")
+    return layer_class(
+        pool_size=conv["kernel_size"], strides=conv["strides"], padding=conv["padding"]
+    )
+
+
+def _pooling(node, key: str, shape: tuple[int, ...]) -> keras.layers.Layer:
+    if len(shape) != 3:
+        raise ExportError(
+            f"from_nir: node {key!r} ({type(node).__name__}) takes 2-D maps, got steps of "
+            f"shape {_channels_first(shape)} (channels first)"
+        )
+    window = _ints(node.kernel_size, 2, "kernel_size", key)
+    strides = _ints(node.stride, 2, "stride", key)
+    padding = _our_padding(node.padding, shape[:-1], window, strides, None, key)
+    mode = "Sum" if isinstance(node, nir.SumPool2d) else "Average"
+    return getattr(spike_maps, f"{mode}Pooling2D")(
+        pool_size=window, strides=strides, padding=padding
+    )
+
+
+def _our_shape(nir_shape) -> tuple[int, ...]:
+    """NIR's channels-first ``(C, *spatial)`` as our ``(*spatial, C)``."""
+    shape = tuple(int(d) for d in np.asarray(nir_shape).reshape(-1))
+    return shape if len(shape) <= 1 else (*shape[1:], shape[0])
 
 
 def from_nir(graph: nir.NIRGraph, *, dt: float | None = None) -> keras.Model:
@@ -622,14 +1107,24 @@ def from_nir(graph: nir.NIRGraph, *, dt: float | None = None) -> keras.Model:
     thresholds folded exactly into the weights; for our own graphs the gain is 1 and the
     weights come back bit for bit.
 
+    Conv networks: ``Conv1d``/``Conv2d`` followed by a neuron node become ``ConvLIF1D/2D``,
+    ``ConvCubaLIF1D/2D`` or ``ConvLI1D/2D`` (neuron parameters one per filter), ``SumPool2d``
+    / ``AvgPool2d`` become ``SumPooling2D`` / ``AveragePooling2D``, a depthwise uniform conv
+    with no neuron node after it a 1-D (or 2-D) pooling layer, ``Flatten`` a
+    ``SpatialFlatten`` (the next weight's columns permuted from NIR's channels-first order to
+    ours). See "Conv networks" in the module docstring.
+
     Args:
         graph: the NIR graph (e.g. from ``nir.read(path)``).
         dt: simulation step in seconds; default ``graph.metadata["dt"]``. Given, it overrides
             the metadata (the continuous graph is re-discretised at that step).
 
     Returns:
-        A ``keras.Sequential`` on inputs ``[batch, time, features]`` whose layers return
-        sequences; weights set from the graph (time constants fixed, not trainable).
+        A ``keras.Sequential`` on inputs ``[batch, time, features]`` (conv graphs:
+        ``[batch, time, *spatial, channels]``, channels last; with the metadata entry
+        ``keras_spiking_repeat_steps`` = T: ``[batch, *step]`` held for T steps by a leading
+        ``RepeatSteps``) whose layers return sequences; weights set from the graph (time
+        constants fixed, not trainable).
 
     Raises:
         ValueError: no ``dt`` in the argument or the metadata, or ``dt`` not > 0.
@@ -643,24 +1138,44 @@ def from_nir(graph: nir.NIRGraph, *, dt: float | None = None) -> keras.Model:
     order = _walk(graph, "the graph")
     entry = next(k for k, node in graph.nodes.items() if isinstance(node, nir.Input))
     in_shape = np.asarray(graph.nodes[entry].input_type["input"]).reshape(-1)
-    if in_shape.size != 1:
-        raise ExportError(f"from_nir: the Input node must be 1-D (features), got {in_shape}")
-    size = int(in_shape[0])
-    specs: list[_Spec] = []
+    if in_shape.size not in (1, 2, 3):
+        raise ExportError(
+            "from_nir: the Input node must be 1-D (features) or a channels-first map "
+            f"(channels, *spatial) with 1 or 2 spatial axes, got {in_shape}"
+        )
+    shape = _our_shape(in_shape)  # one step, ours (channels last)
+    first_shape = shape
+    items: list[_Spec | keras.layers.Layer] = []
     pending: _Spec | None = None
+    flattened: tuple[int, ...] | None = None  # map shape before a Flatten (for the next weight)
+
+    def close_pending() -> None:
+        """A conv node with no neuron node after it is a pooling layer (or an error)."""
+        nonlocal pending, shape
+        if pending is None:
+            return
+        if pending.conv is None:
+            raise ExportError(f"from_nir: weight node {pending.key!r} has no neuron node after it")
+        channels = int(pending.kernel.shape[-1])
+        items.append(_pooling_from_conv(pending, channels))
+        shape = pending.map_shape
+        pending = None
+
     for key in order:
         node = graph.nodes[key]
         if isinstance(node, (nir.Affine, nir.Linear)):
-            if pending is not None:
+            if pending is not None and pending.conv is None:
                 raise ExportError(
                     f"from_nir: node {key!r} follows weight node {pending.key!r}; our layers "
                     "hold one weight matrix before each neuron node"
                 )
+            close_pending()
+            size = int(np.prod(shape))
             weight = np.asarray(node.weight)
-            if weight.ndim != 2 or weight.shape[1] != size:
+            if len(shape) != 1 or weight.ndim != 2 or weight.shape[1] != size:
                 raise ExportError(
                     f"from_nir: node {key!r}: weight has shape {weight.shape}, expected "
-                    f"(units, {size})"
+                    f"(units, {size})" + ("" if len(shape) == 1 else " after a Flatten of the map")
                 )
             bias = None
             if isinstance(node, nir.Affine):
@@ -671,7 +1186,32 @@ def from_nir(graph: nir.NIRGraph, *, dt: float | None = None) -> keras.Model:
                         f"({weight.shape[0]},)"
                     )
             pending = _Spec("", key, weight, bias)
-            size = weight.shape[0]
+            if flattened is not None:
+                pending.kernel = _from_nir_feature_order(pending.kernel, flattened)
+                flattened = None
+            shape = (weight.shape[0],)
+        elif isinstance(node, (nir.Conv1d, nir.Conv2d)):
+            close_pending()
+            pending = _conv_spec(node, key, shape)
+            shape = pending.map_shape
+        elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+            close_pending()
+            layer = _pooling(node, key, shape)
+            items.append(layer)
+            shape = _our_output_shape(layer, shape)
+        elif isinstance(node, nir.Flatten):
+            close_pending()
+            nir_in = _channels_first(shape)
+            out = nir.ir.utils.calc_flatten_output(nir_in, node.start_dim, node.end_dim)
+            if np.asarray(out).size != 1:
+                raise ExportError(
+                    f"from_nir: node {key!r}: Flatten(start_dim={node.start_dim}, end_dim="
+                    f"{node.end_dim}) of {nir_in} gives {list(out)}; keras_spiking's "
+                    "SpatialFlatten flattens every axis of a step"
+                )
+            items.append(spike_maps.SpatialFlatten())
+            flattened = shape if len(shape) > 1 else None
+            shape = (int(np.prod(shape)),)
         elif pending is None:
             raise ExportError(
                 f"from_nir: node {key!r} of type {type(node).__name__} must follow an Affine "
@@ -679,24 +1219,44 @@ def from_nir(graph: nir.NIRGraph, *, dt: float | None = None) -> keras.Model:
             )
         else:
             _neuron(pending, node, key, step)
-            specs.append(pending)
+            items.append(pending)
             pending = None
-    if pending is not None:
-        raise ExportError(f"from_nir: weight node {pending.key!r} has no neuron node after it")
+        if flattened is not None and not isinstance(node, nir.Flatten):
+            raise ExportError(
+                f"from_nir: node {key!r} follows a Flatten; keras_spiking reads only a weight "
+                "node (Affine or Linear) there"
+            )
+    close_pending()
     exit_ = next(k for k, node in graph.nodes.items() if isinstance(node, nir.Output))
     out_shape = np.asarray(graph.nodes[exit_].output_type["output"]).reshape(-1)
-    if out_shape.size != 1 or int(out_shape[0]) != size:
-        raise ExportError(f"from_nir: the Output node has shape {out_shape}, expected ({size},)")
-    n_in = int(in_shape[0])
-    built = [_build(spec, step, f"{spec.kind.lower()}_{i}") for i, spec in enumerate(specs)]
-    model = keras.Sequential([keras.Input((None, n_in)), *built])
-    for layer, spec in zip(built, specs):
-        layer.cell.kernel.assign(spec.kernel.astype(layer.cell.kernel.dtype))
-        if spec.bias is not None:
-            layer.cell.bias.assign(spec.bias.astype(layer.cell.bias.dtype))
-        if spec.recurrent is not None:
+    if tuple(int(d) for d in out_shape) != _channels_first(shape):
+        raise ExportError(
+            f"from_nir: the Output node has shape {out_shape}, expected {_channels_first(shape)}"
+        )
+    built, count = [], 0
+    for item in items:
+        if isinstance(item, _Spec):
+            prefix = item.kind.lower() if item.conv is None else f"conv{item.kind.lower()}"
+            built.append(_build(item, step, f"{prefix}_{count}"))
+            count += 1
+        else:
+            built.append(item)
+    metadata = graph.metadata if isinstance(graph.metadata, dict) else {}
+    repeat = metadata.get(REPEAT_KEY)
+    if repeat is not None:
+        head = [keras.Input(first_shape), spike_maps.RepeatSteps(int(np.asarray(repeat).item()))]
+    else:
+        head = [keras.Input((None, *first_shape))]
+    model = keras.Sequential([*head, *built])
+    for layer, item in zip(built, items):
+        if not isinstance(item, _Spec):
+            continue
+        layer.cell.kernel.assign(item.kernel.astype(layer.cell.kernel.dtype))
+        if item.bias is not None:
+            layer.cell.bias.assign(item.bias.astype(layer.cell.bias.dtype))
+        if item.recurrent is not None:
             layer.cell.recurrent_kernel.assign(
-                spec.recurrent.astype(layer.cell.recurrent_kernel.dtype)
+                item.recurrent.astype(layer.cell.recurrent_kernel.dtype)
             )
     return model
 

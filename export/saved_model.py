@@ -14,6 +14,15 @@ keras_spiking code or C++ kernel needed to load or serve it):
   (``lif_v``, ``lif_s``, ``cuba_lif_i``, ...); outputs ``output`` (the last layer's
   ``[batch, units]``) and the new states under the same names. The client starts from zeros
   and feeds the new states back each step.
+
+Conv networks (``ConvLIF2D`` ... ``SpatialFlatten``, :mod:`keras_spiking.export._graph`):
+``inputs`` is ``[batch, T, *spatial, channels]`` and ``x`` one step's ``[batch, *spatial,
+channels]``; a conv readout's ``outputs``/``output`` are maps ``[batch, (T,) *spatial_out,
+filters]``. Conv states are flat ``[batch, neurons]`` (row-major over ``[*spatial_out,
+filters]``; reshape to ``[batch, *spatial_out, filters]`` for the map). A model that starts
+with ``RepeatSteps(T)`` (or ``RepeatVector(T)``) takes the static input ``[batch, *step]``
+in ``serving_default`` (held for its ``T`` steps, as the model does) and the same
+``x [batch, *step]`` at every call of ``step``.
 """
 
 from __future__ import annotations
@@ -65,7 +74,7 @@ def _check_model(model: keras.Model) -> list[_graph.NeuronLayer]:
     """The model's neuron specs; ExportError for what the signatures cannot express."""
     if not isinstance(model, keras.Model):
         raise TypeError(f"model: expected a keras.Model, got {type(model).__name__} {model!r}")
-    specs = _graph.neuron_layers(model, TARGET)
+    specs = _graph.neuron_layers(model, TARGET, skip_leading_repeat=True)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ExportError(
             f"{TARGET} export needs a model with one input and one output, got "
@@ -74,7 +83,7 @@ def _check_model(model: keras.Model) -> list[_graph.NeuronLayer]:
         )
     layers = {layer.name: layer for layer in model.layers}
     for spec in specs[:-1]:
-        if not layers[spec.name].return_sequences:
+        if not getattr(layers[spec.name], "return_sequences", True):
             raise ExportError(
                 f"{TARGET} export: layer {spec.name!r} has return_sequences=False but is not "
                 "the last layer; only the last layer may drop the time axis"
@@ -97,21 +106,30 @@ def _state_keys(specs: Sequence[_graph.NeuronLayer]) -> list[str]:
 class _Exported(tf.Module):
     """The exported network: the sequence and step functions over the static graph."""
 
-    def __init__(self, specs: Sequence[_graph.NeuronLayer], last_sequences: bool):
+    def __init__(
+        self,
+        specs: Sequence[_graph.NeuronLayer],
+        last_sequences: bool,
+        repeat: int | None = None,
+    ):
         super().__init__(name="keras_spiking_export")
         self._specs = list(specs)
         self._units = [units for _, units in _graph.state_specs(specs)]
         self._last_sequences = last_sequences
+        self._repeat = repeat
 
     def sequence(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         batch = tf.shape(inputs)[0]
         static_batch = inputs.shape[0]
-        time_major = tf.transpose(inputs, [1, 0, 2])
+        if self._repeat is not None:  # a static input held for `repeat` steps
+            inputs = tf.repeat(inputs[:, None], self._repeat, axis=1)
+        rank = inputs.shape.rank
+        time_major = tf.transpose(inputs, [1, 0, *range(2, rank)])
         steps = tf.shape(time_major)[0]
         states = [tf.zeros(tf.stack([batch, units])) for units in self._units]
-        last_units = self._specs[-1].units
+        out_shape = list(self._specs[-1].step_output_shape)
         outputs = tf.TensorArray(
-            tf.float32, size=steps, element_shape=tf.TensorShape([static_batch, last_units])
+            tf.float32, size=steps, element_shape=tf.TensorShape([static_batch, *out_shape])
         )
 
         def body(t, outputs, *states):
@@ -125,10 +143,10 @@ class _Exported(tf.Module):
         stacked = tf.cond(
             steps > 0,
             outputs.stack,
-            lambda: tf.zeros(tf.stack([0, batch, last_units])),
+            lambda: tf.zeros(tf.stack([0, batch, *out_shape])),
         )
-        stacked.set_shape([inputs.shape[1], static_batch, last_units])  # lost in the loop
-        sequence = tf.transpose(stacked, [1, 0, 2])
+        stacked.set_shape([inputs.shape[1], static_batch, *out_shape])  # lost in the loop
+        sequence = tf.transpose(stacked, [1, 0, *range(2, len(out_shape) + 2)])
         return {"outputs": sequence if self._last_sequences else sequence[:, -1]}
 
     def step(self, x: tf.Tensor, states: Sequence[tf.Tensor], keys: Sequence[str]):
@@ -203,15 +221,20 @@ def to_saved_model(
     path = _check_path(path)
     specs = _check_model(model)
     keys = _state_keys(specs)
-    if num_steps is None:
-        num_steps = model.inputs[0].shape[1]
-    features = int(specs[0].kernel.shape[0])
-    last_sequences = bool(model.get_layer(specs[-1].name).return_sequences)
+    repeat = _graph.leading_repeat(model)
+    step_shape = list(specs[0].step_input_shape)
+    if repeat is not None:
+        sequence_shape = [batch_size, *step_shape]
+    else:
+        if num_steps is None:
+            num_steps = model.inputs[0].shape[1]
+        sequence_shape = [batch_size, num_steps, *step_shape]
+    last_sequences = bool(getattr(model.get_layer(specs[-1].name), "return_sequences", True))
 
-    module = _Exported(specs, last_sequences)
+    module = _Exported(specs, last_sequences, repeat)
     sequence = tf.function(
         module.sequence,
-        input_signature=[tf.TensorSpec([batch_size, num_steps, features], tf.float32, "inputs")],
+        input_signature=[tf.TensorSpec(sequence_shape, tf.float32, "inputs")],
     ).get_concrete_function()
     state_signature = [
         tf.TensorSpec([batch_size, units], tf.float32, key)
@@ -223,7 +246,10 @@ def to_saved_model(
 
     step = tf.function(
         step,
-        input_signature=[tf.TensorSpec([batch_size, features], tf.float32, "x"), *state_signature],
+        input_signature=[
+            tf.TensorSpec([batch_size, *step_shape], tf.float32, "x"),
+            *state_signature,
+        ],
     ).get_concrete_function()
 
     custom = sorted(

@@ -43,6 +43,15 @@ threshold (80% of its spikes agree with Keras against 96-99.9% for the other ste
 fraction through (1.3% of the spikes of one step were fractional). Class decisions still
 agreed with Keras on >= 99% of held-out images in the tests; the select form has neither issue.
 
+Conv networks (``ConvLIF1D/2D``, ``ConvCubaLIF1D/2D``, ``ConvLI1D/2D``, the spike-map pooling
+layers, ``SpatialFlatten``, a leading ``RepeatSteps``; see :mod:`keras_spiking.export._graph`)
+export the same way: ``x`` is ``[batch, T, *spatial, channels]`` (``[batch, *spatial,
+channels]`` after ``RepeatSteps``), each conv is a ``CONV_2D`` (1-D as height 1; ``groups > 1``
+as SPLIT, one CONV_2D per group, CONCATENATION), pooling is ``AVERAGE_POOL_2D`` (times the
+window for sum pooling; PAD first for ``"same"``) or ``MAX_POOL_2D``, and the streaming
+model's conv states are flat ``[batch, neurons]`` (row-major over ``[*spatial_out,
+filters]``), named ``layer/v`` etc. as the dense ones.
+
 Use :func:`tflite_ops` to list the operators of a flatbuffer (every exported model's list is
 checked in the tests: no Flex/SELECT_TF ops, no WHILE, SHAPE, FILL or GATHER).
 """
@@ -86,7 +95,7 @@ def _read_model(model: keras.Model) -> tuple[list[_graph.NeuronLayer], int | Non
     specs = _graph.neuron_layers(model, _TARGET, skip_leading_repeat=True)
     repeat = _graph.leading_repeat(model)
     shape = tuple(model.inputs[0].shape) if model.inputs else ()
-    time_steps = repeat if repeat is not None else (shape[1] if len(shape) == 3 else None)
+    time_steps = repeat if repeat is not None else (shape[1] if len(shape) >= 3 else None)
     return specs, repeat, time_steps
 
 
@@ -157,7 +166,7 @@ def _spike_gains(specs, batches, repeat: bool) -> list[float]:
             _, states = _graph.step(specs, x if repeat else x[:, t], states, fns)
     gains = []
     for index, spec in enumerate(specs):
-        if spec.kind == "li":
+        if spec.kind in ("li", "op"):
             gains.append(0.0)
             continue
         ranges = [high[key] - low[key] for key in high if key[0] == index]
@@ -204,8 +213,8 @@ def _check_options(mode, quantize, representative_data, num_steps, batch_size, e
         raise TypeError(f"to_tflite: `path` expected None, a str or a path, got {path!r}")
 
 
-def _representative(data, features: int, repeat: bool, batch_size: int) -> np.ndarray:
-    """``representative_data`` as float32 ``[n, T, f]`` (``[n, f]`` with a RepeatVector)."""
+def _representative(data, step_shape: tuple, repeat: bool, batch_size: int) -> np.ndarray:
+    """``representative_data`` as float32 ``[n, T, *step]`` (``[n, *step]`` when repeated)."""
     try:
         array = np.asarray(data, dtype=np.float32)
     except (TypeError, ValueError):
@@ -213,11 +222,16 @@ def _representative(data, features: int, repeat: bool, batch_size: int) -> np.nd
             "to_tflite: `representative_data` expected an array of input samples, "
             f"got {type(data).__name__}"
         ) from None
-    want = 2 if repeat else 3
-    form = "[n, features]" if repeat else "[n, time, features]"
-    if array.ndim != want or array.shape[-1] != features:
+    want = len(step_shape) + (1 if repeat else 2)
+    if len(step_shape) == 1:
+        form = "[n, features]" if repeat else "[n, time, features]"
+        what = f"{step_shape[0]} features"
+    else:
+        form = "[n, *step]" if repeat else "[n, time, *step]"
+        what = f"steps of shape {step_shape}"
+    if array.ndim != want or tuple(array.shape[-len(step_shape) :]) != tuple(step_shape):
         raise ValueError(
-            f"to_tflite: `representative_data` expected shape {form} with {features} features, "
+            f"to_tflite: `representative_data` expected shape {form} with {what}, "
             f"got shape {array.shape}"
         )
     if array.shape[0] < batch_size:
@@ -340,7 +354,7 @@ def to_tflite(
     _check_options(mode, quantize, representative_data, num_steps, batch_size, edgetpu, path)
     specs, repeat_n, time_steps = _read_model(model)
     repeat = repeat_n is not None
-    features = specs[0].kernel.shape[0]
+    step_shape = specs[0].step_input_shape
     if mode == "sequence" and num_steps is None:
         num_steps = time_steps
         if num_steps is None:
@@ -351,7 +365,7 @@ def to_tflite(
     batch_size = int(batch_size)
     data = None
     if quantize == "int8":
-        data = _representative(representative_data, features, repeat, batch_size)
+        data = _representative(representative_data, step_shape, repeat, batch_size)
     # calibration / gain batches of the float model: (x, steps)
     calibration_steps = num_steps if mode == "sequence" else (repeat_n or None)
 
@@ -371,7 +385,7 @@ def to_tflite(
     if len(set(keys)) != len(keys) or "x" in keys:
         raise ExportError(f"tflite export: layer names give clashing state names {keys}")
     if mode == "sequence":
-        x_shape = [batch_size, features] if repeat else [batch_size, num_steps, features]
+        x_shape = [batch_size, *step_shape] if repeat else [batch_size, num_steps, *step_shape]
         signature = [tf.TensorSpec(x_shape, tf.float32, name="x")]
 
         def function(x):
@@ -379,7 +393,7 @@ def to_tflite(
 
         input_names, output_names = ["x"], ["y"]
     else:
-        signature = [tf.TensorSpec([batch_size, features], tf.float32, name="x")] + [
+        signature = [tf.TensorSpec([batch_size, *step_shape], tf.float32, name="x")] + [
             tf.TensorSpec([batch_size, units], tf.float32, name=key)
             for key, (_, units) in zip(keys, state_list)
         ]
