@@ -13,6 +13,9 @@ agreement of the two, the model size and the smallest TFLM arena.
 
 Run: ``.venv/bin/python examples/export_to_mcu.py --epochs 5`` (or
 ``--model trained.keras`` to skip training; ``examples/mnist_surrogate.py --save`` writes one).
+The conv network of ``examples/mnist_conv.py`` runs the same way:
+``--model outputs/mnist_conv/model.keras`` (its input is the 28 x 28 x 1 image held for its
+``RepeatSteps``).
 """
 
 from __future__ import annotations
@@ -59,7 +62,14 @@ def main(argv: list[str] | None = None) -> dict:
             metrics=[_common.readout_accuracy("max")],
         )
         model.fit(x_train, y_train, epochs=args.epochs, batch_size=128, verbose=2)
-    steps = next(layer.n for layer in model.layers if isinstance(layer, keras.layers.RepeatVector))
+    steps = next(
+        getattr(layer, "n", None) or layer.num_steps
+        for layer in model.layers
+        if isinstance(layer, (keras.layers.RepeatVector, ks.layers.RepeatSteps))
+    )
+    image_shape = tuple(model.input_shape[1:])  # (784,) dense, (28, 28, 1) conv
+    x_train = x_train.reshape(len(x_train), *image_shape)
+    x_test = x_test.reshape(len(x_test), *image_shape)
     if args.limit:
         x_test, y_test = x_test[: args.limit], y_test[: args.limit]
 
@@ -77,11 +87,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"exported streaming int8 in {time.perf_counter() - start:.1f} s")
 
     start = time.perf_counter()
-    # [N, T, 1, 784]: the constant image at every step, batch 1 as on a microcontroller;
+    # [N, T, 1, *image]: the constant image at every step, batch 1 as on a microcontroller;
     # quantized here with the input's scale (what the MCU's sensor code would do)
     scale, zero = _input_quantization(model_bytes)
     x_int8 = np.clip(np.round(x_test / scale) + zero, -128, 127).astype(np.int8)
-    inputs = np.broadcast_to(x_int8[:, None, None, :], (len(x_test), steps, 1, 784))
+    inputs = np.broadcast_to(x_int8[:, None, None], (len(x_test), steps, 1, *image_shape))
     report = tflm_check(model_bytes, inputs=inputs, streaming=True, progress=True)
     seconds = time.perf_counter() - start
     if not report["ok"]:

@@ -62,8 +62,22 @@ from keras_spiking.export._registry import ExportError
 
 SpikeFn = Callable[[tf.Tensor, float], tf.Tensor]
 
-# layers that are the identity at inference and are skipped
-PASS_THROUGH = (keras.layers.InputLayer, keras.layers.Dropout)
+# layers that are the identity at inference (regularizers and training-time augmentation,
+# each checked to return its input unchanged with training=False): skipped by the exporters
+INFERENCE_IDENTITY = (
+    keras.layers.Dropout,  # and SpatialDropout1D/2D/3D, its subclasses
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.ActivityRegularization,
+    keras.layers.RandomTranslation,
+    keras.layers.RandomRotation,
+    keras.layers.RandomZoom,
+    keras.layers.RandomFlip,
+    keras.layers.RandomContrast,
+    keras.layers.RandomBrightness,
+)
+PASS_THROUGH = (keras.layers.InputLayer, *INFERENCE_IDENTITY)
 # layers that hold a static input for T steps (the constant-input encoding), when leading
 REPEAT = (keras.layers.RepeatVector, ks_maps.RepeatSteps)
 POOLING = (
@@ -243,7 +257,8 @@ def neuron_layer(layer: keras.layers.Layer) -> NeuronLayer:
             f"layer {layer.name!r} of type {type(layer).__name__} has no static-graph "
             "converter; supported: LIF, CubaLIF, LI, SRC, their conv forms (ConvLIF1D/2D, "
             "ConvCubaLIF1D/2D, ConvLI1D/2D), Sum/Average/MaxPooling1D/2D, SpatialFlatten, a "
-            "leading RepeatSteps or RepeatVector (and Dropout, skipped)"
+            "leading RepeatSteps or RepeatVector (and layers that are the identity at "
+            "inference, skipped: Dropout, GaussianNoise, RandomTranslation, ...)"
         )
     cell = layer.cell
     recurrent = getattr(cell, "recurrent_kernel", None)

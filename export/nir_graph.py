@@ -139,6 +139,7 @@ import nir
 import numpy as np
 
 from keras_spiking import cells, conv_cells, conv_layers, layers, spike_maps
+from keras_spiking.export._graph import INFERENCE_IDENTITY
 from keras_spiking.export._registry import ExportError, converter, register
 
 TARGET = "nir"
@@ -498,9 +499,11 @@ def _convert_flatten(layer, dt: float, *, in_shape, **_) -> Pieces:
     return [("flatten", nir.Flatten(input_type={"input": shape}, start_dim=0, end_dim=-1))]
 
 
-@register(TARGET, keras.layers.Dropout)
-def _convert_dropout(layer: keras.layers.Layer, dt: float, **_) -> Pieces:
-    return []  # the identity at inference
+def _convert_identity(layer: keras.layers.Layer, dt: float, **_) -> Pieces:
+    return []  # the identity at inference (Dropout, GaussianNoise, RandomTranslation, ...)
+
+
+register(TARGET, *INFERENCE_IDENTITY)(_convert_identity)
 
 
 def _chain(model: keras.Model) -> list[keras.layers.Layer]:
@@ -565,8 +568,9 @@ def to_nir(model: keras.Model, *, dt: float | None = None) -> nir.NIRGraph:
 
     Args:
         model: a ``keras.Sequential`` or functional chain of ``keras_spiking.layers.LIF``,
-            ``CubaLIF`` and ``LI`` (plus ``keras.layers.Dropout``, the identity at inference),
-            on ``[batch, time, features]`` inputs.
+            ``CubaLIF`` and ``LI`` and their conv forms, with the spike-map layers (plus
+            ``keras.layers.Dropout``, ``RandomTranslation`` and the other layers that are the
+            identity at inference, skipped).
         dt: the simulation step in seconds; default: the layers' common ``dt``. If given it
             must equal every layer's ``dt``.
 
@@ -578,7 +582,8 @@ def to_nir(model: keras.Model, *, dt: float | None = None) -> nir.NIRGraph:
         ValueError: ``dt`` not positive or not matching the layers'.
         TypeError: ``model`` is not a ``keras.Model``.
     """
-    chain = _chain(model)
+    # the identity at inference: left out of the graph (also in front of a RepeatSteps)
+    chain = [layer for layer in _chain(model) if not isinstance(layer, INFERENCE_IDENTITY)]
     repeat = None
     if chain and isinstance(chain[0], (spike_maps.RepeatSteps, keras.layers.RepeatVector)):
         first = chain.pop(0)
@@ -639,7 +644,7 @@ streams (its input is one step); :func:`from_nir` puts ``RepeatSteps(T)`` back i
 
 def _our_output_shape(layer, shape: tuple[int, ...]) -> tuple[int, ...]:
     """One step's output shape (channels last, no batch/time) of a chain layer."""
-    if isinstance(layer, keras.layers.Dropout):
+    if isinstance(layer, INFERENCE_IDENTITY):
         return shape
     out = layer.compute_output_shape((1, 1, *shape))
     if isinstance(out, (list, tuple)) and out and isinstance(out[0], (list, tuple)):

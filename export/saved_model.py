@@ -173,8 +173,9 @@ def to_saved_model(
     """Writes ``model`` as a SavedModel with a sequence and a streaming-step serving signature.
 
     The graph is rebuilt from the layers' weights (LIF with either reset and optional
-    recurrent weights, CubaLIF, LI; Dropout is skipped) with standard TF ops, weights as
-    constants: loading it needs only TensorFlow (``tf.saved_model.load``, TF Serving,
+    recurrent weights, CubaLIF, LI, their conv forms; layers that are the identity at
+    inference, such as Dropout or RandomTranslation, are skipped) with standard TF ops,
+    weights as constants: loading it needs only TensorFlow (``tf.saved_model.load``, TF Serving,
     ``saved_model_cli``), neither keras_spiking nor its C++ kernels. Both signatures start
     from the state the client gives; the sequence signature from zeros (a ``stateful``
     layer's stored state is not exported: stream with the ``"step"`` signature instead).

@@ -327,7 +327,9 @@ def to_tflite(
 
     Args:
         model: a built ``keras.Model`` of ``keras_spiking`` LIF, CubaLIF and LI layers
-            (``Dropout`` is skipped; a leading ``RepeatVector`` is the constant-input encoding).
+            and their conv forms (``Dropout``, ``RandomTranslation`` and other layers that are
+            the identity at inference are skipped; a leading ``RepeatVector`` or
+            ``RepeatSteps`` is the constant-input encoding).
         mode: ``"sequence"`` (window unrolled, ``x [batch, T, f] -> y [batch, T, units]``) or
             ``"streaming"`` (one step, ``(x_t, *states) -> (y_t, *new_states)``).
         quantize: None (float32) or ``"int8"`` (full integer, int8 inputs and outputs).

@@ -515,3 +515,34 @@ def test_tflite_refusals_are_named(rng):
     model = _assign(MODELS["conv2d"](), rng)
     with pytest.raises(ValueError, match=r"steps of shape \(12, 12, 1\), got shape \(8, 12, 12\)"):
         to_tflite(model, quantize="int8", representative_data=np.zeros((8, 12, 12)))
+
+
+def test_training_only_layers_are_skipped_by_every_exporter(rng, tmp_path):
+    """Augmentation and noise layers (the identity at inference) in front of RepeatSteps, as
+    examples/mnist_conv.py trains, do not block an export; the exports equal Keras."""
+    model = keras.Sequential(
+        [
+            keras.Input((10, 10, 1)),
+            keras.layers.RandomTranslation(0.1, 0.1, seed=0),
+            keras.layers.GaussianNoise(0.1),
+            ks.layers.RepeatSteps(3),
+            ks.layers.ConvLIF2D(3, 3),
+            keras.layers.Dropout(0.2),
+            ks.layers.SumPooling2D(2),
+            ks.layers.SpatialFlatten(),
+            ks.layers.LI(2),
+        ]
+    )
+    _assign(model, rng)
+    x = rng.uniform(0, 1, (2, 10, 10, 1)).astype("float32")
+    want = model.predict(x, verbose=0)
+    got = _litert(to_tflite(model, batch_size=2), [x])[0]
+    np.testing.assert_allclose(got, want, rtol=FLOAT_TOL, atol=FLOAT_TOL)
+    loaded = tf.saved_model.load(to_saved_model(model, tmp_path / "saved"))
+    served = loaded.signatures["serving_default"](inputs=tf.constant(x))["outputs"].numpy()
+    np.testing.assert_allclose(served, want, rtol=FLOAT_TOL, atol=FLOAT_TOL)
+    path = str(tmp_path / "m.nir")
+    nir.write(path, to_nir(model))
+    back = from_nir(nir.read(path))
+    assert not any(isinstance(la, keras.layers.RandomTranslation) for la in back.layers)
+    np.testing.assert_array_equal(back.predict(x, verbose=0), want)
