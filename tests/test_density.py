@@ -55,35 +55,38 @@ def test_fewer_rows_than_the_sample_reads_every_row():
 
 @pytest.mark.parametrize("stride", [2, 3, 5])
 def test_rows_are_taken_with_a_stride(stride):
-    # the sampled rows (multiples of the stride) hold 1 nonzero in 4, the others are all ones
+    # the sampled rows (row i of the sample is i * stride + i % stride: one per block of
+    # `stride` rows, at a shifting phase) hold 1 nonzero in 4, the others are all ones
     rows, n = stride * SAMPLE, 8
+    index = np.arange(SAMPLE)
+    sampled = index * stride + index % stride
     x = np.ones((rows, n), "float32")
-    x[::stride] = 0.0
-    x[::stride, ::4] = 1.0
+    x[sampled] = 0.0
+    x[sampled, ::4] = 1.0
     assert _density(x) == _expected(2, n)
     assert np.count_nonzero(x) / x.size > 0.5  # the true density is far from the estimate
 
 
 def test_the_sample_stops_after_its_rows():
-    # rows = 2 * SAMPLE + 5: stride 2, so the range from row 0 holds SAMPLE + 3 rows and only
-    # the first SAMPLE of them, rows 0, 2, ..., 2 * (SAMPLE - 1), are read
+    # rows = 2 * SAMPLE + 5: stride 2, so the sampled rows i * 2 + i % 2 (i < SAMPLE) all
+    # lie below 2 * SAMPLE; the last 5 rows are never read
     rows, n = 2 * SAMPLE + 5, 6
     x = np.zeros((rows, n), "float32")
     x[2 * SAMPLE :] = 1.0  # rows 2 * SAMPLE, 2 * SAMPLE + 2, 2 * SAMPLE + 4 are past the sample
-    x[0:2, 0] = 1.0  # row 0 (sampled, 1 nonzero) and row 1 (skipped)
+    x[0:2, 0] = 1.0  # row 0 (sampled, 1 nonzero) and row 1 (skipped: block 0 reads row 0)
     assert _density(x) == _expected(1, SAMPLE * n)
 
 
 def test_rank_3_rows_are_batch_then_time():
     # [batch, T, n] flattens to rows b * T + t; with batch = SAMPLE and T = 3 the stride is 3,
-    # so exactly the t = 0 rows are read
+    # and the sample reads rows i * 3 + i % 3: time step i % 3 of sample i (every step, not
+    # only t = 0, which is what a plain stride of 3 would read)
     batch, steps, n = SAMPLE, 3, 4
-    x = np.zeros((batch, steps, n), "float32")
-    x[:, 0] = 1.0
-    assert _density(x) == 1.0
-    x = np.ones((batch, steps, n), "float32")
-    x[:, 0, 1:] = 0.0
-    assert _density(x) == _expected(1, n)
+    index = np.arange(SAMPLE)
+    for t in range(steps):
+        x = np.zeros((batch, steps, n), "float32")
+        x[:, t] = 1.0
+        assert _density(x) == _expected(int(np.sum(index % 3 == t)), SAMPLE)
 
 
 def test_graded_negative_and_signed_zero_values():
@@ -97,8 +100,9 @@ def test_traced_with_unknown_shape():
         ops.input_density, input_signature=[tf.TensorSpec([None, None, None], tf.float32)]
     )
     x = np.zeros((SAMPLE, 3, 4), "float32")
-    x[:, 0] = 1.0
-    assert fn(tf.constant(x)).numpy() == 1.0
+    x[:, 0] = 1.0  # step 0 of every sample: the sampled rows of phase 0 of 3
+    index = np.arange(SAMPLE)
+    assert fn(tf.constant(x)).numpy() == np.mean((index * 3 + index % 3) % 3 == 0)
     assert fn(tf.zeros([0, 3, 4])).numpy() == 0.0
 
 
@@ -130,3 +134,21 @@ def test_cutoff_never_falls_as_outputs_grow():
     cutoffs = [ops.density_cutoff(n) for n in range(2 * ops.NARROW_OUTPUTS)]
     assert cutoffs == sorted(cutoffs)
     assert set(cutoffs) == {0.0, ops.NARROW_DENSITY_CUTOFF, ops.DENSITY_CUTOFF}
+
+
+@pytest.mark.parametrize("steps", [2, 5, 20])
+def test_density_samples_see_every_time_step_of_a_folded_batch(steps):
+    """A [64, T, ...] input folded batch-major has period T in its rows: the sample must not
+    land on one time step (it used to read only step 0, where deeper layers are silent)."""
+    from keras_spiking.ops import conv, dispatch
+
+    x = np.zeros((64, steps, 30), "float32")
+    x[:, 1:] = 1.0  # silent at step 0, dense after
+    expected = (steps - 1) / steps
+    # 64 sampled rows over T phases: each phase 64 / T times, up to one row of rounding
+    assert abs(float(dispatch.input_density(tf.constant(x))) - expected) <= 1 / steps
+    maps = x.reshape(64 * steps, 5, 6, 1)
+    assert abs(float(conv.image_density(tf.constant(maps))) - expected) <= 1 / steps
+    rows = dispatch.sample_rows(tf.constant(64 * steps)).numpy()
+    assert len(set(rows.tolist())) == 64 and rows.max() < 64 * steps
+    assert set((rows % steps).tolist()) == set(range(steps))

@@ -313,25 +313,21 @@ def _prepare(inputs, kernel, strides, padding, dilation_rate, groups):
 
 
 def image_density(x) -> tf.Tensor:
-    """Fraction of nonzero entries of ``x [N, ...]``, counted on up to 64 images spread evenly.
+    """Fraction of nonzero entries of ``x [N, ...]``, counted on up to 64 images spread out.
 
     Whole images, counted exactly: a convolution's work per input entry is large, so counting
     costs a few percent of it, and with one or few channels a sample of pixels (as
     :func:`~keras_spiking.ops.dispatch.input_density` takes of rows) would be noisy. Few ops
-    (the stride is a Python int where the batch is known), so that it stays cheap in eager
-    calls too. 0 for an empty batch.
+    (none to pick the images when the batch is known to hold at most 64), so that it stays
+    cheap in eager calls too. 0 for an empty batch.
     """
     batch = x.shape[0]
-    if batch is None:
-        stride = tf.maximum(tf.shape(x)[0] // dispatch.DENSITY_SAMPLE_ROWS, 1)
-    else:  # a Python int: no ops to compute it, and no slice at all when it is 1
-        stride = max(batch // dispatch.DENSITY_SAMPLE_ROWS, 1)
-    # a gather, not x[::stride]: eager strided slicing costs several times more
-    sample = (
-        x
-        if isinstance(stride, int) and stride == 1
-        else tf.gather(x, tf.range(0, tf.shape(x)[0], stride))
-    )
+    if batch is not None and batch <= dispatch.DENSITY_SAMPLE_ROWS:
+        sample = x  # all images: no gather
+    else:
+        # images at every phase of the stride (dispatch.sample_rows): with time folded into
+        # the batch a plain stride can land on one time step only
+        sample = tf.gather(x, dispatch.sample_rows(tf.shape(x)[0]))
     nonzero = tf.reduce_sum(tf.cast(tf.not_equal(sample, tf.zeros([], x.dtype)), tf.float32))
     if sample.shape.is_fully_defined():
         return nonzero / float(max(sample.shape.num_elements(), 1))

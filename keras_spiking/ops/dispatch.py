@@ -228,12 +228,27 @@ def kernels_for_call(
     return usable and enabled(setting)
 
 
+def sample_rows(rows, count: int = DENSITY_SAMPLE_ROWS):
+    """Indices of up to ``count`` rows spread over ``rows``, at every offset of the stride.
+
+    Row ``i`` of the sample is ``i * stride + (i mod stride)``: one row per block of
+    ``stride``, at a shifting position within it. A plain ``i * stride`` would hit the same
+    phase of any period that divides the stride: with a ``[batch, T, ...]`` input folded
+    batch-major and ``stride = T`` (batch 64) every sampled row was time step 0, where deeper
+    layers have not fired yet.
+    """
+    stride = tf.maximum(rows // count, 1)
+    index = tf.range(tf.minimum(rows, count))
+    return index * stride + index % stride
+
+
 def input_density(inputs: tf.Tensor) -> tf.Tensor:
-    """Fraction of nonzero entries, estimated from 64 rows spread evenly over the input."""
+    """Fraction of nonzero entries, estimated from 64 rows spread over the input.
+
+    The rows are picked by :func:`sample_rows`.
+    """
     flat = as_matrix(inputs)
-    rows = tf.shape(flat)[0]
-    stride = tf.maximum(rows // DENSITY_SAMPLE_ROWS, 1)
-    sample = tf.gather(flat, tf.range(0, rows, stride)[:DENSITY_SAMPLE_ROWS])
+    sample = tf.gather(flat, sample_rows(tf.shape(flat)[0]))
     nonzero = tf.reduce_sum(tf.cast(tf.not_equal(sample, 0), tf.float32))
     return nonzero / tf.cast(tf.maximum(tf.size(sample), 1), tf.float32)
 
