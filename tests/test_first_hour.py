@@ -98,6 +98,30 @@ def test_silent_eventprop_layers_warn_that_there_is_no_gradient():
     assert "'hid'" in str(caught[0].message) and "EventProp" in str(caught[0].message)
 
 
+@pytest.mark.parametrize("spike_step", [0, 4, None])
+def test_silence_check_looks_at_every_step_not_only_the_last(spike_step):
+    """The check tests the last step first and the whole output only if that step is silent:
+    a layer that fired only at an early step must not warn, a silent one must."""
+    x = np.zeros((3, 5, 2), "float32")
+    if spike_step is not None:
+        x[:, spike_step] = 5.0
+    for layer in (
+        ks.layers.LIF(3, reset="zero", kernel_initializer="ones", name=f"early_{spike_step}"),
+        ks.layers.ConvLIF1D(
+            2, 1, reset="zero", kernel_initializer="ones", name=f"conv_{spike_step}"
+        ),
+    ):
+        inputs = x if not isinstance(layer, ks.layers.ConvLIF1D) else x[..., None]
+        outputs = layer(inputs, training=False).numpy()
+        assert outputs.any() == (spike_step is not None)
+        if spike_step == 0:
+            assert not outputs[:, -1].any()  # silent at the last step: the second stage decides
+        caught = _recorded(
+            ks.SilentLayerWarning, lambda la=layer, xs=inputs: la(xs, training=True)
+        )
+        assert len(caught) == (1 if spike_step is None else 0), layer.name
+
+
 def test_silent_sequence_eventprop_layer_warns():
     x = np.zeros((4, 10, 3), "float32")
     x[:, 2, :] = 1.0

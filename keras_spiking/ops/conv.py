@@ -20,7 +20,8 @@ strides, dilations and feature groups. 1-D convolutions run as 2-D ones of heigh
   little (unlike ``synaptic_input``'s, where reading ``x`` rivals the work).
 * :func:`conv_input` takes that kernel when the dispatch allows kernels for the call
   (``use_kernel``) and the input density, counted on up to 64 images, is below
-  :func:`keras_spiking.ops.dispatch.conv_density_cutoff`; otherwise (and for dtypes other than
+  :func:`keras_spiking.ops.dispatch.conv_density_cutoff` (its weight gradient below the lower
+  :func:`keras_spiking.ops.dispatch.conv_grad_density_cutoff`); otherwise (and for dtypes other than
   float32/float64) ``tf.nn.convolution``, the pure-TF twin (without ``use_kernel`` with TF's
   own gradients; after the density check with the dense gradients below).
 
@@ -386,9 +387,10 @@ def conv_input(
 
     Both paths compute the same numbers (up to the order of float additions); the choice only
     affects speed. With ``use_kernel``, the input density is measured on up to 64 images of the
-    batch, in the graph, and the event kernel runs below
-    :func:`~keras_spiking.ops.dispatch.conv_density_cutoff` (forward and weight gradient;
-    ``tf.nn.convolution`` and its gradients otherwise).
+    batch, in the graph, and the event kernel runs the forward pass below
+    :func:`~keras_spiking.ops.dispatch.conv_density_cutoff` and the weight gradient below
+    :func:`~keras_spiking.ops.dispatch.conv_grad_density_cutoff` (``tf.nn.convolution`` and
+    its gradients otherwise).
 
     Args:
         inputs: ``[N, *spatial, C]`` float32/float64 (1 or 2 spatial axes).
@@ -422,6 +424,7 @@ def conv_input(
             return _from_2d(split_conv(x4, k4, spec), spec)
         return _from_2d(dense_conv(x4, k4, spec), spec)
     attrs = spec.attrs()
+    grad_cutoff = dispatch.conv_grad_density_cutoff(inputs.shape[-1])
 
     def events(x, k):
         dispatch.record_call("conv_input/events")
@@ -431,19 +434,27 @@ def conv_input(
         dispatch.record_call("conv_input/dense")
         return dense_conv(x, k, spec)
 
+    def event_grad_kernel(x, g, k):
+        dispatch.record_call("conv_input/events_grad_filter")
+        return lib.keras_spiking_event_conv2d_grad_filter(x, g, tf.shape(k), **attrs)
+
     @tf.custom_gradient
     def conv(x, k):
-        use_events = image_density(x) < cutoff
-        out = tf.cond(use_events, lambda: events(x, k), lambda: dense(x, k))
+        density = image_density(x)
+        out = tf.cond(density < cutoff, lambda: events(x, k), lambda: dense(x, k))
 
         def grad(g):
             # the input gradient stays outside the cond, so that a first layer's (unused)
-            # input gradient is pruned from the graph
-            g_kernel = tf.cond(
-                use_events,
-                lambda: lib.keras_spiking_event_conv2d_grad_filter(x, g, tf.shape(k), **attrs),
-                lambda: dense_grad_kernel(x, k, g, spec),
-            )
+            # input gradient is pruned from the graph; the weight gradient has its own cutoff
+            # (the event kernel wins there at lower densities than in the forward pass)
+            if grad_cutoff <= 0:
+                g_kernel = dense_grad_kernel(x, k, g, spec)
+            else:
+                g_kernel = tf.cond(
+                    density < grad_cutoff,
+                    lambda: event_grad_kernel(x, g, k),
+                    lambda: dense_grad_kernel(x, k, g, spec),
+                )
             return dense_grad_input(x, k, g, spec), g_kernel
 
         return out, grad

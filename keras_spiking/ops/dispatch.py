@@ -55,15 +55,31 @@ NARROW_OUTPUTS = 64
 NARROW_DENSITY_CUTOFF = 0.04
 DENSITY_SAMPLE_ROWS = 64
 # Event-driven convolution (keras_spiking.ops.conv.conv_input): below these fractions of
-# nonzero inputs the event kernel replaces tf.nn.convolution (forward and weight gradient).
-# Measured with benchmarks/event_conv.py on an "AMD EPYC" (as /proc/cpuinfo names it; AVX-512),
-# 2 threads, N = 320, 5x5 valid, float32, forward + weight gradient against oneDNN:
+# nonzero inputs the event kernel replaces tf.nn.convolution (forward pass; the weight
+# gradient has its own cutoffs, below). The earlier single cutoff for both was measured with
+# benchmarks/event_conv.py on an "AMD EPYC" (as /proc/cpuinfo names it; AVX-512), 2 threads,
+# N = 320, 5x5 valid, float32, forward + weight gradient against oneDNN:
 # 12x12x15 -> 40: 4.5-5.7x faster at 1 %, 2.6-2.7x at 5 %, even (1.04-1.06x) at 20 %, 0.55x
 # at 50 %; 28x28x1 -> 15: 2.3x at 1 %, 1.1x at 5 %, 0.57x at 20 %. With few input channels the
 # dense convolution does little per output, so the event kernel wins only at lower densities.
-CONV_DENSITY_CUTOFF = 0.15
+#
+# The forward pass and the weight gradient are chosen apart (one density count serves both):
+# measured on the same machine, 2 threads, N = 320, 5x5 valid, float32, event kernel against
+# oneDNN, each alone (time dense / time event):
+#   12x12x15 -> 40 (sum-pooled spike counts): forward 2.2x at 5 %, 1.6x at 10 %, 1.3x at 15 %,
+#     1.2x at 20 %, 1.3x at 30 %; weight gradient 1.4x at 5 %, 1.2x at 10 %, 0.86x at 15 %,
+#     0.78x at 20 %, 0.63x at 30 %;
+#   28x28x1 -> 15: forward 2.0x at 1 %, 1.3-1.5x at 2-5 %, 1.2x at 10 %; weight gradient
+#     1.3x at 1 %, 0.65x at 2 %, 0.52x at 5 %, 0.54x at 10 % (with one channel the event
+#     gradient reads about every output-gradient patch anyway, scattered).
+# In the training step of benchmarks/conv_step.py (T = 20, batch 64, N = 1280) the same:
+# conv1 at 5 % forward 16.6 ms event vs 20.1 dense, weight gradient 13.5 vs 7.4; conv2 at
+# 15 % forward 20.6 vs 37.3, weight gradient 32.3 vs 29.6.
+CONV_DENSITY_CUTOFF = 0.3
 CONV_FEW_CHANNELS = 8
-CONV_FEW_CHANNELS_DENSITY_CUTOFF = 0.05
+CONV_FEW_CHANNELS_DENSITY_CUTOFF = 0.1
+CONV_GRAD_DENSITY_CUTOFF = 0.12
+CONV_FEW_CHANNELS_GRAD_DENSITY_CUTOFF = 0.015
 
 _active_counters: list[collections.Counter] = []
 
@@ -267,6 +283,18 @@ def conv_density_cutoff(channels: int | None) -> float:
     if channels is not None and channels < CONV_FEW_CHANNELS:
         return CONV_FEW_CHANNELS_DENSITY_CUTOFF
     return CONV_DENSITY_CUTOFF
+
+
+def conv_grad_density_cutoff(channels: int | None) -> float:
+    """Input density below which the event conv kernel computes the weight gradient.
+
+    Lower than :func:`conv_density_cutoff` (the forward pass): the event weight gradient
+    accumulates into a different filter slice per active channel, while the forward pass
+    shares each output row between four active channels.
+    """
+    if channels is not None and channels < CONV_FEW_CHANNELS:
+        return CONV_FEW_CHANNELS_GRAD_DENSITY_CUTOFF
+    return CONV_GRAD_DENSITY_CUTOFF
 
 
 def as_matrix(x):
