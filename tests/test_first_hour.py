@@ -116,9 +116,7 @@ def test_silence_check_looks_at_every_step_not_only_the_last(spike_step):
         assert outputs.any() == (spike_step is not None)
         if spike_step == 0:
             assert not outputs[:, -1].any()  # silent at the last step: the second stage decides
-        caught = _recorded(
-            ks.SilentLayerWarning, lambda la=layer, xs=inputs: la(xs, training=True)
-        )
+        caught = _recorded(ks.SilentLayerWarning, lambda la=layer, xs=inputs: la(xs, training=True))
         assert len(caught) == (1 if spike_step is None else 0), layer.name
 
 
