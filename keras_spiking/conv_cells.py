@@ -58,6 +58,30 @@ def conv_output_length(size: int, kernel: int, stride: int, dilation: int, paddi
     return (size - span) // stride + 1 if size >= span else 0
 
 
+#: Attribute of a tensor made by ``RepeatSteps``: the ``[batch, ...]`` input it holds for T
+#: steps (see :func:`held_input`).
+_HELD_INPUT = "_keras_spiking_held_input"
+
+
+def tag_held_input(repeated: tf.Tensor, held: tf.Tensor) -> None:
+    """Marks ``repeated [batch, T, ...]`` as ``held [batch, ...]`` repeated over time."""
+    try:
+        setattr(repeated, _HELD_INPUT, held)
+    except AttributeError:  # a tensor type without attributes: no shortcut, same numbers
+        pass
+
+
+def held_input(inputs: tf.Tensor) -> tf.Tensor | None:
+    """The ``[batch, ...]`` tensor that ``inputs [batch, T, ...]`` repeats at every step.
+
+    None unless ``inputs`` is the unchanged output of ``RepeatSteps``.
+    """
+    held = getattr(inputs, _HELD_INPUT, None)
+    if held is None or held.shape.rank != inputs.shape.rank - 1:
+        return None
+    return held
+
+
 class ConvSynapse:
     """Mixin for :class:`keras_spiking.cells.NeuronCell` subclasses: a conv synapse.
 
@@ -206,6 +230,9 @@ class ConvSynapse:
         """Conv synaptic input of ``inputs [..., *spatial, channels]`` as ``[..., neurons]``.
 
         The leading axes (batch, time) are folded into one batch axis for a single conv call.
+        A static input held for T steps by ``RepeatSteps`` (direct input coding) is convolved
+        once per sample and the current repeated over the steps: the same numbers, T times
+        less conv work.
 
         Args:
             inputs: any number of leading axes, then one step's ``[*spatial, channels]``.
@@ -214,6 +241,12 @@ class ConvSynapse:
                 (:func:`keras_spiking.ops.conv_input` then picks it by input density).
         """
         inputs = tf.convert_to_tensor(inputs)
+        held = held_input(inputs) if inputs.shape.rank == self.rank + 3 else None
+        if held is not None:
+            # the same map at every step (RepeatSteps): convolve it once, repeat the current
+            once = self.input_current(tf.cast(held, inputs.dtype), matmul)  # [batch, neurons]
+            repeated = tf.tile(once[:, None], tf.stack([1, tf.shape(inputs)[1], 1]))
+            return tf.ensure_shape(repeated, [*inputs.shape[:2], self.neurons])
         leading = tf.shape(inputs)[: inputs.shape.rank - self.rank - 1]
         folded = tf.reshape(inputs, [-1, *self.input_map_shape])
         current = ops.conv_input(

@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from keras_spiking import _validation
-from keras_spiking.conv_cells import PADDINGS, _int_tuple, conv_output_length
+from keras_spiking.conv_cells import PADDINGS, _int_tuple, conv_output_length, tag_held_input
 
 
 def _fold_time(inputs, rank: int, owner: str):
@@ -246,7 +246,10 @@ class RepeatSteps(keras.layers.Layer):
                 f"RepeatSteps ({self.name}) expects [batch, ...], got shape {tuple(inputs.shape)}"
             )
         multiples = [1, self.num_steps] + [1] * (inputs.shape.rank - 1)
-        return tf.tile(tf.expand_dims(inputs, 1), multiples)
+        repeated = tf.tile(tf.expand_dims(inputs, 1), multiples)
+        # a conv layer that receives this tensor unchanged convolves `inputs` once
+        tag_held_input(repeated, inputs)
+        return repeated
 
     def compute_output_shape(self, input_shape):
         input_shape = tuple(input_shape)

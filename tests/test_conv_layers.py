@@ -505,3 +505,45 @@ def test_conv_layer_picks_the_event_kernel_by_input_density(rng, density, expect
     np.testing.assert_array_equal(results[0][0], results[1][0])
     # float32 sums in another order (event scatter vs oneDNN): relative ~1e-6 of the largest
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-4)
+
+
+def test_held_static_input_is_convolved_once_with_the_same_numbers(rng, monkeypatch):
+    """RepeatSteps -> ConvLIF2D convolves each image once and repeats the current over the
+    steps; the outputs and gradients equal those of the same repeated tensor given directly
+    (float64: the only difference is the order of the weight gradient's sum over steps)."""
+    shapes = []
+    conv_input = ks.ops.conv_input
+
+    def spy(x, *args, **kwargs):
+        shapes.append(tuple(x.shape))
+        return conv_input(x, *args, **kwargs)
+
+    monkeypatch.setattr(ks.ops, "conv_input", spy)
+    repeat = L.RepeatSteps(4, dtype="float64")
+    layer = L.ConvLIF2D(
+        3,
+        3,
+        use_bias=True,
+        kernel_initializer=keras.initializers.RandomNormal(0.1, 0.3, seed=8),
+        dtype="float64",
+    )
+    x = tf.constant(rng.uniform(0, 2, (5, 8, 8, 2)))
+    weights = tf.constant(rng.normal(size=(5, 4, 6, 6, 3)))
+    results = []
+    for held in (True, False):
+        shapes.clear()
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            repeated = repeat(x) if held else tf.tile(x[:, None], [1, 4, 1, 1, 1])
+            out = layer(repeated, training=True)
+            loss = tf.reduce_sum(out * weights) + tf.reduce_sum(layer.cell.kernel**2)
+        grads = tape.gradient(loss, [*layer.trainable_weights, x])
+        results.append([out.numpy()] + [g.numpy() for g in grads])
+        assert shapes == ([(5, 8, 8, 2)] if held else [(20, 8, 8, 2)])
+    assert 0 < results[0][0].mean() < 1
+    for held, plain in zip(*results):
+        np.testing.assert_allclose(held, plain, rtol=1e-12, atol=1e-12)
+    backwards = L.ConvLIF2D(3, 3, go_backwards=True, dtype="float64")
+    shapes.clear()
+    backwards(repeat(x))  # reversed in time: no shortcut, still correct
+    assert shapes == [(20, 8, 8, 2)]
