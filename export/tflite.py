@@ -93,6 +93,13 @@ def _read_model(model: keras.Model) -> tuple[list[_graph.NeuronLayer], int | Non
     if not isinstance(model, keras.Model):
         raise TypeError(f"to_tflite: `model` must be a keras.Model, got {type(model).__name__}")
     specs = _graph.neuron_layers(model, _TARGET, skip_leading_repeat=True)
+    layers = {layer.name: layer for layer in model.layers}
+    for spec in specs[:-1]:
+        if not getattr(layers.get(spec.name), "return_sequences", True):
+            raise ExportError(
+                f"{_TARGET} export: layer {spec.name!r} has return_sequences=False but is not "
+                "the last layer; only the last layer may drop the time axis"
+            )
     repeat = _graph.leading_repeat(model)
     shape = tuple(model.inputs[0].shape) if model.inputs else ()
     time_steps = repeat if repeat is not None else (shape[1] if len(shape) >= 3 else None)

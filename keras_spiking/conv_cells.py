@@ -27,7 +27,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from keras_spiking import cells, ops
+from keras_spiking import _validation, cells, ops
 
 PADDINGS = ("valid", "same")
 
@@ -116,6 +116,9 @@ class ConvSynapse:
         **kwargs,
     ):
         owner = type(self).__name__
+        # checked here so that the error names `filters` (the dense cell calls it `units`)
+        # and the layer the user wrote
+        _validation.positive_int("filters", filters, self._constructing_layer_name())
         if kwargs.get("recurrent"):
             raise ValueError(
                 f"{owner}: `recurrent=True` is not supported by the conv layers (no recurrent "

@@ -115,6 +115,22 @@ def _check_crop(crop: Any, sensor_size: tuple[int, int]) -> tuple[int, int, int,
     return y0, x0, h, w
 
 
+def _polarities(p: np.ndarray, where: str) -> np.ndarray:
+    """Polarities as 0 (OFF) / 1 (ON): 0/1 kept, -1/+1 mapped, anything else refused.
+
+    The binning indexes the polarity channel with ``p`` itself: a value outside {0, 1} would
+    land in a neighbouring pixel's channel.
+    """
+    values = set(np.unique(p).tolist())
+    if values <= {0, 1}:
+        return p
+    if values <= {-1, 1}:
+        return (p > 0).astype(np.int8)  # -1 / +1 polarities: -1 is OFF
+    raise ValueError(
+        f"{where}: polarity 'p' must be 0/1 (OFF/ON) or -1/1, got the values {sorted(values)[:8]}"
+    )
+
+
 def _check_events(events: Any, name: str = "events") -> np.ndarray:
     names = getattr(getattr(events, "dtype", None), "names", None) or ()
     missing = [f for f in ("x", "y", "t", "p") if f not in names]
@@ -125,6 +141,12 @@ def _check_events(events: Any, name: str = "events") -> np.ndarray:
         )
     if events.ndim != 1:
         raise ValueError(f"`{name}` must be 1-D, got shape {events.shape}")
+    bad = set(np.unique(events["p"]).tolist()) - {0, 1}
+    if bad:
+        raise ValueError(
+            f"`{name}`: polarity field `p` must be 0 (OFF) or 1 (ON), got also the values "
+            f"{sorted(bad)[:8]} (make_events maps -1/+1 to 0/1)"
+        )
     return events
 
 
@@ -161,16 +183,20 @@ def make_events(x: Any, y: Any, t: Any, p: Any) -> np.ndarray:
         x: pixel columns, ints >= 0.
         y: pixel rows, ints >= 0.
         t: times in microseconds, ints.
-        p: polarities, 0 (OFF) or 1 (ON).
+        p: polarities, 0 (OFF) or 1 (ON); -1/+1 are mapped to 0/1.
 
     Returns:
         A structured array of :data:`EVENT_DTYPE`, in the given order.
+
+    Raises:
+        ValueError: polarities other than 0/1 or -1/+1 (naming the values).
     """
     columns = [np.asarray(v).reshape(-1) for v in (x, y, t, p)]
     if len({c.size for c in columns}) != 1:
         raise ValueError(
             f"`x`, `y`, `t` and `p` must have the same length, got {[c.size for c in columns]}"
         )
+    columns[3] = _polarities(columns[3], "make_events")
     events = np.empty(columns[0].size, dtype=EVENT_DTYPE)
     for field, column in zip("xytp", columns):
         events[field] = column
@@ -316,15 +342,7 @@ def _validate_columns(
                 f"{where}: field {field!r} must hold pixel coordinates in [0, {_MAX_COORD}], "
                 f"got {field}={int(out[field][i])} at event {i}"
             )
-    p = out["p"]
-    values = set(np.unique(p).tolist())
-    if values <= {-1, 1} and -1 in values:
-        p = (p > 0).astype(np.int64)  # -1 / +1 polarities: -1 is OFF
-    elif not values <= {0, 1}:
-        raise ValueError(
-            f"{where}: polarity 'p' must be 0/1 (OFF/ON) or -1/1, got the values "
-            f"{sorted(values)[:8]}"
-        )
+    p = _polarities(out["p"], where)
     events = make_events(out["x"], out["y"], out["t"], p)
     if sensor_size is not None:
         _check_in_sensor(events, sensor_size, where)
@@ -677,7 +695,11 @@ def bin_events(
     events, t = events[in_range], t[in_range] - start
 
     if mode == "n_time_bins":
-        bins = t * value // (end - start)
+        # bin b holds floor(t * n / span) == b; found from exact integer edges
+        # ceil(k * span / n) (Python ints: t * n could overflow int64 for long recordings)
+        span = int(end - start)
+        edges = np.array([-(-k * span // value) for k in range(1, value + 1)], dtype=np.int64)
+        bins = np.searchsorted(edges, t, side="right").astype(np.int64)
         n_bins = value
     elif mode == "time_window_us":
         bins = t // value

@@ -96,6 +96,21 @@ def step_loop(step, inputs, states, mask=None, *, units: int):
     return stacked, final
 
 
+def time_mask(mask):
+    """A mask as ``[batch, time]``: a step counts when any of its entries does.
+
+    ``keras.layers.Masking`` reduces only the last axis, so in front of a conv layer it gives
+    ``[batch, time, *spatial]``; a step is masked only when every entry equals the mask
+    value. A ``[batch, time]`` mask (or None) is returned as it is.
+    """
+    if mask is None:
+        return None
+    rank = len(mask.shape)  # keras.ops: also called on symbolic KerasTensors (compute_mask)
+    if rank > 2:
+        return keras.ops.any(keras.ops.cast(mask, "bool"), axis=tuple(range(2, rank)))
+    return mask
+
+
 def last_unmasked(outputs, mask):
     """``outputs[:, t]`` at each sample's last step where ``mask`` is True (zeros if none)."""
     mask = tf.cast(mask, tf.bool)
@@ -376,6 +391,7 @@ class SpikingSequence(keras.layers.Layer):
     _step_rank = 2
 
     def call(self, inputs, initial_state=None, mask=None, training=None):
+        mask = time_mask(mask)
         one_step = self._one_step(inputs)
         if one_step:
             inputs = tf.expand_dims(inputs, 1)
@@ -501,7 +517,7 @@ class SpikingSequence(keras.layers.Layer):
 
     # ---- Keras plumbing ------------------------------------------------------------------
     def compute_mask(self, inputs, mask=None):
-        output_mask = mask if self.return_sequences else None
+        output_mask = time_mask(mask) if self.return_sequences else None
         if output_mask is not None and self.go_backwards:
             output_mask = tf.reverse(output_mask, [1])  # the outputs are in reversed order
         if self.return_state:

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from keras_spiking import _validation
 from keras_spiking.conv_cells import PADDINGS, _int_tuple, conv_output_length, tag_held_input
+from keras_spiking.sequence import time_mask
 
 
 def _fold_time(inputs, rank: int, owner: str):
@@ -123,7 +124,7 @@ class _SpikePooling(keras.layers.Layer):
         self.built = True
 
     def compute_mask(self, inputs, mask=None):
-        return mask
+        return time_mask(mask)  # [batch, time]: the spatial axes change here
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -218,7 +219,7 @@ class SpatialFlatten(keras.layers.Layer):
         return (*input_shape[:2], features)
 
     def compute_mask(self, inputs, mask=None):
-        return mask
+        return time_mask(mask)  # [batch, time]: the spatial axes change here
 
 
 @keras.saving.register_keras_serializable(package="keras_spiking")

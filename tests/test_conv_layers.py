@@ -333,6 +333,8 @@ def test_bad_arguments_and_inputs_name_the_problem():
         L.ConvLIF2D(2, 3, recurrent=True)
     with pytest.raises(ValueError, match="only gradient='surrogate'"):
         L.ConvCubaLIF2D(2, 3, gradient="eventprop")
+    with pytest.raises(ValueError, match="ConvLIF2D: `filters` must be an integer >= 1, got 0"):
+        L.ConvLIF2D(0, 3)
     with pytest.raises(TypeError, match="`filters`, not `units`"):
         L.ConvLIF2D(2, 3, units=4)
     with pytest.raises(ValueError, match="does not fit the input's spatial shape"):
@@ -547,3 +549,31 @@ def test_held_static_input_is_convolved_once_with_the_same_numbers(rng, monkeypa
     shapes.clear()
     backwards(repeat(x))  # reversed in time: no shortcut, still correct
     assert shapes == [(20, 8, 8, 2)]
+
+
+def test_keras_masking_in_front_of_conv_layers_masks_whole_steps(rng):
+    """keras.layers.Masking reduces only the channel axis ([batch, time, H, W] mask): the
+    conv layers, pooling and SpatialFlatten take a step as masked when all its entries are."""
+    x = (rng.uniform(size=(2, 5, 6, 6, 2)) < 0.6).astype("float32") + 0.5
+    x[1, 3:] = 0.0  # sample 1: steps 3, 4 are padding
+    init = keras.initializers.RandomNormal(0.3, 0.2, seed=1)
+    conv = L.ConvLIF2D(3, 3, kernel_initializer=init)
+    readout = L.LI(2, kernel_initializer=keras.initializers.RandomNormal(0.0, 1.0, seed=2))
+    model = keras.Sequential(
+        [
+            keras.Input((5, 6, 6, 2)),
+            keras.layers.Masking(0.0),
+            conv,
+            L.SumPooling2D(2),
+            L.SpatialFlatten(),
+            readout,
+        ]
+    )
+    got = model(x).numpy()
+    mask = np.array([[True] * 5, [True, True, True, False, False]])
+    spikes = conv(x, mask=mask)
+    pooled = L.SpatialFlatten()(L.SumPooling2D(2)(spikes))
+    want = readout(pooled, mask=mask).numpy()
+    np.testing.assert_array_equal(got, want)
+    assert not got[1, 3:].any() and got[1, :3].any()
+    assert model.layers[3].compute_mask(None, tf.ones((2, 5, 4, 4), bool)).shape == (2, 5)

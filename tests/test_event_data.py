@@ -482,3 +482,34 @@ def test_event_dataset_empty_files(tmp_path):
         list(ed.event_dataset([empty], **options))
     ((frames, label),) = list(ed.event_dataset([empty], [4], allow_empty=True, **options))
     assert frames.shape == (3, 34, 34, 2) and not frames.numpy().any() and label == 4
+
+
+def test_hand_built_polarities_are_mapped_or_refused_never_misplaced():
+    """make_events maps -1/+1 to 0/1 and refuses other values; bin_events refuses a
+    structured array whose `p` is outside {0, 1} (it indexes the polarity channel with p, so
+    p = 2 would land in the next pixel's OFF channel)."""
+    events = ed.make_events([1, 3], [0, 2], [0, 10], [-1, 1])
+    assert events["p"].tolist() == [0, 1]
+    frames = ed.bin_events(events, (4, 4), n_time_bins=1)
+    assert [tuple(i) for i in np.argwhere(frames)] == [(0, 0, 1, 0), (0, 2, 3, 1)]
+    with pytest.raises(ValueError, match=r"make_events: polarity 'p' must be 0/1.*\[1, 2\]"):
+        ed.make_events([1, 3], [0, 2], [0, 10], [1, 2])
+    raw = np.zeros(2, dtype=ed.EVENT_DTYPE)
+    raw["p"] = [0, 2]
+    with pytest.raises(ValueError, match=r"polarity field `p` must be 0 \(OFF\) or 1"):
+        ed.bin_events(raw, (4, 4), n_time_bins=1)
+
+
+def test_time_bins_exact_for_long_absolute_timestamps():
+    """n_time_bins with epoch-microsecond times: t * n would overflow int64; the bins are
+    still floor((t - start) * n / span)."""
+    start = 1_700_000_000_000_000  # 2023 in microseconds since 1970
+    rng = np.random.default_rng(0)
+    t = np.sort(rng.integers(0, start, 500)) + start // 2
+    events = ed.make_events(np.zeros(500, int), np.zeros(500, int), t, np.ones(500, int))
+    n = 10_000
+    frames = ed.bin_events(events, (1, 1), n_time_bins=n, t_start=0, t_end=2 * start)
+    expected = np.zeros(n, np.int64)
+    for value in t:  # Python ints: exact
+        expected[int(value) * n // (2 * start)] += 1
+    np.testing.assert_array_equal(frames[:, 0, 0, 1], expected)

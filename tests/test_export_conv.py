@@ -512,6 +512,17 @@ def test_tflite_refusals_are_named(rng):
     )
     with pytest.raises(ExportError, match="tflite export: layer 'dense' of type Dense"):
         to_tflite(model)
+    # valid Keras (the map's height becomes "time" for the LI), but not a time series
+    dropped = keras.Sequential(
+        [
+            keras.Input((3, 8, 8, 1)),
+            L.ConvLIF2D(2, 3, return_sequences=False, name="last_step"),
+            L.SpatialFlatten(),
+            L.LI(2),
+        ]
+    )
+    with pytest.raises(ExportError, match="layer 'last_step' has return_sequences=False"):
+        to_tflite(dropped)
     model = _assign(MODELS["conv2d"](), rng)
     with pytest.raises(ValueError, match=r"steps of shape \(12, 12, 1\), got shape \(8, 12, 12\)"):
         to_tflite(model, quantize="int8", representative_data=np.zeros((8, 12, 12)))
