@@ -245,17 +245,18 @@ def kernels_for_call(
 
 
 def sample_rows(rows, count: int = DENSITY_SAMPLE_ROWS):
-    """Indices of up to ``count`` rows spread over ``rows``, at every offset of the stride.
+    """Indices of up to ``count`` rows spread over ``rows``, at phases spread over the stride.
 
-    Row ``i`` of the sample is ``i * stride + (i mod stride)``: one row per block of
-    ``stride``, at a shifting position within it. A plain ``i * stride`` would hit the same
-    phase of any period that divides the stride: with a ``[batch, T, ...]`` input folded
-    batch-major and ``stride = T`` (batch 64) every sampled row was time step 0, where deeper
-    layers have not fired yet.
+    Row ``i`` of the sample is ``i * stride + (i * stride) // count``: one row per block of
+    ``stride``, at a position within the block that sweeps the whole block as ``i`` goes
+    from 0 to ``count``. A plain ``i * stride`` would hit the same phase of any period that
+    divides the stride: with a ``[batch, T, ...]`` input folded batch-major and
+    ``stride = T`` (batch 64) every sampled row was time step 0, where deeper layers have
+    not fired yet; here the sampled steps are spread evenly over all T.
     """
     stride = tf.maximum(rows // count, 1)
     index = tf.range(tf.minimum(rows, count))
-    return index * stride + index % stride
+    return index * stride + (index * stride) // count
 
 
 def input_density(inputs: tf.Tensor) -> tf.Tensor:
