@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from keras_spiking import _validation
+
 __all__ = [
     "EVENT_DTYPE",
     "NMNIST_SENSOR_SIZE",
@@ -695,11 +697,13 @@ def bin_events(
     events, t = events[in_range], t[in_range] - start
 
     if mode == "n_time_bins":
-        # bin b holds floor(t * n / span) == b; found from exact integer edges
-        # ceil(k * span / n) (Python ints: t * n could overflow int64 for long recordings)
+        # bin floor(t * n / span); in Python ints where t * n could overflow int64 (long
+        # recordings with absolute timestamps)
         span = int(end - start)
-        edges = np.array([-(-k * span // value) for k in range(1, value + 1)], dtype=np.int64)
-        bins = np.searchsorted(edges, t, side="right").astype(np.int64)
+        if span * value < 2**63:
+            bins = t * value // span
+        else:
+            bins = (t.astype(object) * value // span).astype(np.int64)
         n_bins = value
     elif mode == "time_window_us":
         bins = t // value
@@ -708,6 +712,14 @@ def bin_events(
         bins = np.arange(t.size, dtype=np.int64) // value
         n_bins = -(-t.size // value)
     n_out = shape[0] if shape[0] is not None else n_bins
+    argument, size = ("n_frames", n_frames) if n_frames is not None else (mode, value)
+    _validation.buffer_size(
+        argument,
+        size,
+        {"time": n_out, "height": height, "width": width, "polarity": 2},
+        "the frames",
+        "bin_events",
+    )
     keep = bins < n_out
     flat = (
         (bins[keep] * height + events["y"][keep].astype(np.int64)) * width

@@ -513,3 +513,19 @@ def test_time_bins_exact_for_long_absolute_timestamps():
     for value in t:  # Python ints: exact
         expected[int(value) * n // (2 * start)] += 1
     np.testing.assert_array_equal(frames[:, 0, 0, 1], expected)
+
+
+@pytest.mark.parametrize(
+    "options, argument",
+    [
+        ({"n_time_bins": 10**12}, "n_time_bins"),
+        ({"time_window_us": 1, "t_start": 0, "t_end": 10**13}, "time_window_us"),
+        ({"n_time_bins": 2, "n_frames": 10**12}, "n_frames"),
+    ],
+)
+def test_huge_frame_counts_raise_instead_of_allocating(options, argument):
+    """A frame buffer past the package's element limit raises naming the argument (it would
+    otherwise be zero-filled and take the process down)."""
+    events = ed.make_events([1], [1], [5], [1])
+    with pytest.raises(ValueError, match=rf"bin_events: `{argument}`=.* more than the limit"):
+        ed.bin_events(events, (34, 34), **options)
